@@ -1,0 +1,922 @@
+//! The call state machine: what the doorbell decides, without doing any of it.
+//!
+//! Sans-IO in the str0m sense: inputs go in together with the current time,
+//! actions come out, and [`CallMachine::next_deadline`] says when to come back
+//! with [`Input::Tick`]. It spawns nothing, reads no clock, draws no random
+//! numbers (the fresh room name arrives inside [`Input::Press`]) and opens
+//! nothing. The driver (`call::driver`) carries out the actions and feeds the
+//! outcomes back in. Every state × input pair is covered by the tables in the
+//! tests below.
+//!
+//! ```text
+//!   Idle --press--> Joining --created--> WaitingViewer --new_peer--> WaitingOffer
+//!                                                  \--invite--.          |
+//!                                                              v       invite
+//!                    Idle <--teardown done-- Ending <--...-- Answering <-'
+//!                                               ^                |answer ready (send ok)
+//!                                               '--bye/timeout-- InCall
+//! ```
+//!
+//! Invariants the tests pin down: every `ringing` event is followed by exactly
+//! one `ended` event; only one call exists at a time; inputs that belong to an
+//! earlier peer session (a late peer-state change, an answer that arrives after
+//! a timeout) are recognised by their [`Epoch`] and ignored.
+
+use std::time::{Duration, Instant};
+
+use crate::signaling::protocol::{Message, SessionDescription};
+
+/// Every timeout of a call. All are configurable (`[call]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `join` sent, no `created` yet.
+    pub signaling: Duration,
+    /// Link sent, nobody opened it.
+    pub viewer_join: Duration,
+    /// Viewer joined, no offer yet.
+    pub offer: Duration,
+    /// Cap on ICE gathering while building the answer (used by the peer).
+    pub ice_gather: Duration,
+    /// Longest call.
+    pub max_call: Duration,
+    /// Media silent, ICE disconnected, or never connected: hang up after this.
+    pub media: Duration,
+    /// Longest wait for the driver to finish tearing a call down.
+    pub teardown: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            signaling: Duration::from_secs(10),
+            viewer_join: Duration::from_secs(60),
+            offer: Duration::from_secs(20),
+            ice_gather: Duration::from_secs(3),
+            max_call: Duration::from_secs(600),
+            media: Duration::from_secs(10),
+            teardown: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Answer creation = ICE gathering (capped) plus SDP work; this bounds the lot.
+    pub fn answer(&self) -> Duration {
+        self.ice_gather + Duration::from_secs(5)
+    }
+}
+
+/// What a press during a call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PressDuringCall {
+    /// Report it (event `busy`), nothing else.
+    #[default]
+    Ignore,
+    /// Report it and send the owner the link again.
+    Renotify,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineConfig {
+    pub timeouts: Timeouts,
+    pub press_during_call: PressDuringCall,
+    /// Viewer link with `{room}` where the room name goes.
+    pub link_template: String,
+}
+
+/// Increases with every ring and every new peer session inside a ring. Inputs
+/// from the driver carry the epoch they belong to; stale ones are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Epoch(pub u64);
+
+/// The state of the peer connection, as the peer module reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// Everything that can happen to the doorbell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The button. `room` is a fresh random name, used only if a call starts.
+    Press {
+        room: String,
+    },
+    /// Hang up the current call (control command).
+    Hangup,
+    /// The daemon is stopping: end any call, accept no new press.
+    Shutdown,
+    /// The signaling connection is up (Socket.IO connected) / gone.
+    SignalingUp,
+    SignalingDown,
+    /// A message from the signaling server.
+    Signal(Message),
+    /// Sending a message to the signaling server failed.
+    SignalFailed {
+        what: String,
+    },
+    /// The notifiers finished sending the ring; `Err` carries why the last failed.
+    Notified {
+        epoch: Epoch,
+        result: Result<(), String>,
+    },
+    /// The answer is ready (ICE gathering complete or capped).
+    AnswerReady {
+        epoch: Epoch,
+        answer: SessionDescription,
+    },
+    AnswerFailed {
+        epoch: Epoch,
+        error: String,
+    },
+    Peer {
+        epoch: Epoch,
+        state: PeerState,
+    },
+    /// Inbound media (RTP/RTCP from the viewer) started or stopped arriving.
+    MediaFlowing {
+        epoch: Epoch,
+        flowing: bool,
+    },
+    /// The first media sample went out on the connected transport.
+    FirstMedia {
+        epoch: Epoch,
+    },
+    /// A media source, encoder or sink failed; the call goes on without it.
+    MediaError {
+        epoch: Epoch,
+        what: String,
+    },
+    /// The driver finished tearing down the call of `epoch`.
+    TeardownDone {
+        epoch: Epoch,
+    },
+    /// Time passed; expire what is due at `now`.
+    Tick,
+}
+
+/// Why a call ended, as reported in `ended{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Nobody opened the link in time.
+    Unanswered,
+    /// The viewer joined but sent no offer in time.
+    NoOffer,
+    /// The viewer sent `bye`.
+    ViewerLeft,
+    /// Hang-up command.
+    Hangup,
+    /// The maximum call length was reached.
+    MaxDuration,
+    /// The media connection never came up, or ICE failed.
+    MediaFailed,
+    /// The media connection went silent for too long.
+    MediaLost,
+    /// The offer could not be answered (bad SDP, no common codec, peer error).
+    AnswerFailed,
+    /// Our room name was already taken (`joined`/`full` answered our `join`).
+    RoomCollision,
+    /// The signaling server did not answer `join` in time.
+    SignalingTimeout,
+    /// The signaling server was unreachable when the button was pressed.
+    SignalingUnavailable,
+    /// The signaling connection was lost before the call was established.
+    SignalingLost,
+    /// The daemon is stopping.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Unanswered => "unanswered",
+            EndReason::NoOffer => "no_offer",
+            EndReason::ViewerLeft => "viewer_left",
+            EndReason::Hangup => "hangup",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::MediaFailed => "media_failed",
+            EndReason::MediaLost => "media_lost",
+            EndReason::AnswerFailed => "answer_failed",
+            EndReason::RoomCollision => "room_collision",
+            EndReason::SignalingTimeout => "signaling_timeout",
+            EndReason::SignalingUnavailable => "signaling_unavailable",
+            EndReason::SignalingLost => "signaling_lost",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Call events for integrations (`--events json`), notifiers and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Ringing,
+    RoomCreated,
+    Notified {
+        link: String,
+    },
+    ViewerJoined,
+    Answered,
+    Connected,
+    FirstMedia,
+    Ended {
+        reason: EndReason,
+    },
+    Error {
+        what: String,
+    },
+    /// The button was pressed while a call was in progress.
+    Busy,
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Ringing => "ringing",
+            EventKind::RoomCreated => "room_created",
+            EventKind::Notified { .. } => "notified",
+            EventKind::ViewerJoined => "viewer_joined",
+            EventKind::Answered => "answered",
+            EventKind::Connected => "connected",
+            EventKind::FirstMedia => "first_media",
+            EventKind::Ended { .. } => "ended",
+            EventKind::Error { .. } => "error",
+            EventKind::Busy => "busy",
+        }
+    }
+}
+
+/// One call event: which call (a counter since start), which room, what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub call: u64,
+    pub room: String,
+    pub kind: EventKind,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a message to the signaling server.
+    Send(Message),
+    /// Tell the owner: the bell rang, here is the link. Answer with [`Input::Notified`].
+    Notify {
+        epoch: Epoch,
+        call: u64,
+        room: String,
+        link: String,
+    },
+    /// Tell the owner the bell rang but no call could be set up.
+    NotifyFailure {
+        call: u64,
+        room: String,
+        reason: String,
+    },
+    /// Build the peer for `offer`, warm the media up, answer with ICE gathering
+    /// capped at `gather_timeout`. Answer with [`Input::AnswerReady`] or
+    /// [`Input::AnswerFailed`]. Any earlier peer of the call is closed first.
+    Answer {
+        epoch: Epoch,
+        offer: SessionDescription,
+        gather_timeout: Duration,
+    },
+    /// The transport is up: start sending media, IDR first.
+    StartMedia { epoch: Epoch },
+    /// Close the peer of `epoch` and stop its media (the call goes on, e.g. the
+    /// viewer reloaded the page and a new offer is expected).
+    ClosePeer { epoch: Epoch },
+    /// Close the peer, stop media, release devices; answer with [`Input::TeardownDone`].
+    Teardown { epoch: Epoch },
+    /// Report a call event.
+    Emit(Event),
+    /// The input made no sense in this state; log it.
+    Ignored { input: String, state: &'static str },
+}
+
+/// The states of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Idle,
+    /// `join` sent, waiting for `created`.
+    Joining,
+    /// Room created, owner notified, waiting for `new_peer`.
+    WaitingViewer,
+    /// The viewer is in the room; waiting for its offer.
+    WaitingOffer,
+    /// Building the answer (peer, media warm-up, ICE gathering).
+    Answering,
+    /// Answer sent; `connected` once the transport is up.
+    InCall {
+        connected: bool,
+    },
+    /// Tearing down; back to Idle once the driver is done.
+    Ending {
+        reason: EndReason,
+    },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Joining => "joining",
+            State::WaitingViewer => "waiting_viewer",
+            State::WaitingOffer => "waiting_offer",
+            State::Answering => "answering",
+            State::InCall { .. } => "in_call",
+            State::Ending { .. } => "ending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Waiting for the state's next step (created, new_peer, invite, answer, connected).
+    Step,
+    /// Media silent or disconnected.
+    MediaLoss,
+    /// Maximum call length.
+    MaxCall,
+}
+
+/// Data of the ring in progress.
+#[derive(Debug, Clone)]
+struct Call {
+    number: u64,
+    room: String,
+    first_media_seen: bool,
+    connected_once: bool,
+    step_deadline: Option<Instant>,
+    media_loss_deadline: Option<Instant>,
+    max_call_deadline: Option<Instant>,
+}
+
+/// The machine. One per daemon; one call at a time.
+#[derive(Debug)]
+pub struct CallMachine {
+    config: MachineConfig,
+    state: State,
+    call: Option<Call>,
+    epoch: Epoch,
+    calls: u64,
+    signaling_up: bool,
+    shutting_down: bool,
+}
+
+/// Builds the viewer link from a template such as `https://host/?room={room}`.
+pub fn viewer_link(template: &str, room: &str) -> String {
+    template.replace("{room}", room)
+}
+
+impl CallMachine {
+    pub fn new(config: MachineConfig) -> Self {
+        Self {
+            config,
+            state: State::Idle,
+            call: None,
+            epoch: Epoch(0),
+            calls: 0,
+            signaling_up: false,
+            shutting_down: false,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Idle
+    }
+
+    /// The room of the call in progress.
+    pub fn room(&self) -> Option<&str> {
+        self.call.as_ref().map(|c| c.room.as_str())
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn signaling_up(&self) -> bool {
+        self.signaling_up
+    }
+
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// When the driver must call back with [`Input::Tick`] at the latest.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let c = self.call.as_ref()?;
+        [c.step_deadline, c.media_loss_deadline, c.max_call_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Feeds one input; returns what to do, in order.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => self.expire(now, &mut out),
+            Input::SignalingUp => self.signaling_up = true,
+            Input::SignalingDown => {
+                self.signaling_up = false;
+                self.on_signaling_down(now, &mut out);
+            }
+            Input::Press { room } => self.on_press(now, room, &mut out),
+            Input::Hangup => match self.state {
+                State::Idle | State::Ending { .. } => self.ignore("hangup", &mut out),
+                _ => self.end(now, EndReason::Hangup, &mut out),
+            },
+            Input::Shutdown => {
+                self.shutting_down = true;
+                match self.state {
+                    State::Idle | State::Ending { .. } => {}
+                    _ => self.end(now, EndReason::Shutdown, &mut out),
+                }
+            }
+            Input::Signal(msg) => self.on_signal(now, msg, &mut out),
+            Input::SignalFailed { what } => self.on_signal_failed(now, what, &mut out),
+            Input::Notified { epoch, result } => {
+                if self.current(epoch) {
+                    self.on_notified(result, &mut out);
+                } else {
+                    self.ignore("stale notify result", &mut out);
+                }
+            }
+            Input::AnswerReady { epoch, answer } => {
+                if self.current(epoch) && self.state == State::Answering {
+                    self.on_answer_ready(now, answer, &mut out);
+                } else {
+                    self.ignore("stale answer", &mut out);
+                }
+            }
+            Input::AnswerFailed { epoch, error } => {
+                if self.current(epoch) && self.state == State::Answering {
+                    self.emit(
+                        EventKind::Error {
+                            what: format!("answer failed: {error}"),
+                        },
+                        &mut out,
+                    );
+                    self.end(now, EndReason::AnswerFailed, &mut out);
+                } else {
+                    self.ignore("stale answer failure", &mut out);
+                }
+            }
+            Input::Peer { epoch, state } => {
+                if self.current(epoch) && matches!(self.state, State::InCall { .. }) {
+                    self.on_peer(now, state, &mut out);
+                } else {
+                    self.ignore("stale peer state", &mut out);
+                }
+            }
+            Input::MediaFlowing { epoch, flowing } => {
+                if self.current(epoch) && self.state == (State::InCall { connected: true }) {
+                    self.on_media_flowing(now, flowing);
+                } else {
+                    self.ignore("stale media flow", &mut out);
+                }
+            }
+            Input::FirstMedia { epoch } => {
+                let fresh = self.current(epoch)
+                    && matches!(self.state, State::InCall { .. })
+                    && self.call.as_ref().is_some_and(|c| !c.first_media_seen);
+                if fresh {
+                    if let Some(c) = self.call.as_mut() {
+                        c.first_media_seen = true;
+                    }
+                    self.emit(EventKind::FirstMedia, &mut out);
+                }
+            }
+            Input::MediaError { epoch, what } => {
+                if self.current(epoch) && self.call.is_some() {
+                    self.emit(EventKind::Error { what }, &mut out);
+                } else {
+                    self.ignore("stale media error", &mut out);
+                }
+            }
+            Input::TeardownDone { epoch } => {
+                if self.current(epoch) && matches!(self.state, State::Ending { .. }) {
+                    self.finish(&mut out);
+                } else {
+                    self.ignore("stale teardown", &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn current(&self, epoch: Epoch) -> bool {
+        self.call.is_some() && epoch == self.epoch
+    }
+
+    fn ignore(&self, input: impl Into<String>, out: &mut Vec<Action>) {
+        out.push(Action::Ignored {
+            input: input.into(),
+            state: self.state.name(),
+        });
+    }
+
+    fn emit(&self, kind: EventKind, out: &mut Vec<Action>) {
+        if let Some(c) = &self.call {
+            out.push(Action::Emit(Event {
+                call: c.number,
+                room: c.room.clone(),
+                kind,
+            }));
+        }
+    }
+
+    fn set_step(&mut self, now: Instant, after: Option<Duration>) {
+        if let Some(c) = self.call.as_mut() {
+            c.step_deadline = after.map(|d| now + d);
+        }
+    }
+
+    fn link(&self) -> String {
+        viewer_link(&self.config.link_template, self.room().unwrap_or_default())
+    }
+
+    fn on_press(&mut self, now: Instant, room: String, out: &mut Vec<Action>) {
+        if self.shutting_down {
+            self.ignore("press while shutting down", out);
+            return;
+        }
+        if self.state != State::Idle {
+            self.emit(EventKind::Busy, out);
+            let renotify = self.config.press_during_call == PressDuringCall::Renotify
+                && matches!(self.state, State::WaitingViewer | State::WaitingOffer);
+            if let (true, Some(c)) = (renotify, &self.call) {
+                out.push(Action::Notify {
+                    epoch: self.epoch,
+                    call: c.number,
+                    room: c.room.clone(),
+                    link: self.link(),
+                });
+            }
+            return;
+        }
+        self.calls += 1;
+        self.epoch.0 += 1;
+        self.call = Some(Call {
+            number: self.calls,
+            room,
+            first_media_seen: false,
+            connected_once: false,
+            step_deadline: None,
+            media_loss_deadline: None,
+            max_call_deadline: None,
+        });
+        self.emit(EventKind::Ringing, out);
+        if !self.signaling_up {
+            let reason = "the signaling server is unreachable".to_string();
+            self.emit(
+                EventKind::Error {
+                    what: reason.clone(),
+                },
+                out,
+            );
+            let c = self.call.as_ref().expect("call was just created");
+            out.push(Action::NotifyFailure {
+                call: c.number,
+                room: c.room.clone(),
+                reason,
+            });
+            self.emit(
+                EventKind::Ended {
+                    reason: EndReason::SignalingUnavailable,
+                },
+                out,
+            );
+            self.call = None;
+            return;
+        }
+        let room = self.room().expect("call was just created").to_string();
+        out.push(Action::Send(Message::Join(room)));
+        self.state = State::Joining;
+        self.set_step(now, Some(self.config.timeouts.signaling));
+    }
+
+    fn on_signal(&mut self, now: Instant, msg: Message, out: &mut Vec<Action>) {
+        let ours = |name: &str, m: &CallMachine| m.room() == Some(name);
+        match (&self.state, msg) {
+            (State::Joining, Message::Created(room)) if ours(&room, self) => {
+                self.emit(EventKind::RoomCreated, out);
+                let c = self.call.as_ref().expect("joining has a call");
+                out.push(Action::Notify {
+                    epoch: self.epoch,
+                    call: c.number,
+                    room: c.room.clone(),
+                    link: self.link(),
+                });
+                self.state = State::WaitingViewer;
+                self.set_step(now, Some(self.config.timeouts.viewer_join));
+            }
+            (State::Joining, Message::Joined(room) | Message::Full(room)) if ours(&room, self) => {
+                // Someone else owns this name: never stream into their room.
+                self.emit(
+                    EventKind::Error {
+                        what: format!("room {room} already existed on the signaling server"),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::RoomCollision, out);
+            }
+            (State::WaitingViewer, Message::NewPeer(room))
+                if room.as_deref().is_none_or(|r| ours(r, self)) =>
+            {
+                self.viewer_arrived(now, out);
+            }
+            (State::WaitingViewer | State::WaitingOffer, Message::Invite(offer)) => {
+                if self.state == State::WaitingViewer {
+                    // Servers that skip `new_peer`: the offer proves the viewer is here.
+                    self.viewer_arrived(now, out);
+                }
+                self.answer(now, offer, out);
+            }
+            (State::Answering | State::InCall { .. }, Message::NewPeer(room))
+                if room.as_deref().is_none_or(|r| ours(r, self)) =>
+            {
+                // A room holds two members, so the old viewer is gone (page reloaded,
+                // phone switched networks) and a new one is here: start over.
+                out.push(Action::ClosePeer { epoch: self.epoch });
+                self.epoch.0 += 1;
+                self.clear_call_timers();
+                self.state = State::WaitingOffer;
+                self.emit(EventKind::ViewerJoined, out);
+                self.set_step(now, Some(self.config.timeouts.offer));
+            }
+            (State::Answering | State::InCall { .. }, Message::Invite(offer)) => {
+                // A fresh offer mid-call: the viewer started over without leaving.
+                out.push(Action::ClosePeer { epoch: self.epoch });
+                self.epoch.0 += 1;
+                self.clear_call_timers();
+                self.answer(now, offer, out);
+            }
+            (
+                State::WaitingViewer
+                | State::WaitingOffer
+                | State::Answering
+                | State::InCall { .. },
+                Message::Bye(room),
+            ) if room.as_deref().is_none_or(|r| ours(r, self)) => {
+                self.end(now, EndReason::ViewerLeft, out);
+            }
+            (_, msg @ Message::Ok(_)) => {
+                self.ignore(format!("{msg} (we are the answering side)"), out);
+            }
+            (_, msg @ Message::IceCandidate(_)) => {
+                // Non-trickle: the offer already holds every candidate.
+                self.ignore(format!("{msg} (not needed without trickle)"), out);
+            }
+            (_, msg) => self.ignore(msg.to_string(), out),
+        }
+    }
+
+    fn viewer_arrived(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.emit(EventKind::ViewerJoined, out);
+        self.state = State::WaitingOffer;
+        self.set_step(now, Some(self.config.timeouts.offer));
+    }
+
+    fn answer(&mut self, now: Instant, offer: SessionDescription, out: &mut Vec<Action>) {
+        out.push(Action::Answer {
+            epoch: self.epoch,
+            offer,
+            gather_timeout: self.config.timeouts.ice_gather,
+        });
+        self.state = State::Answering;
+        self.set_step(now, Some(self.config.timeouts.answer()));
+    }
+
+    fn clear_call_timers(&mut self) {
+        if let Some(c) = self.call.as_mut() {
+            c.media_loss_deadline = None;
+            c.max_call_deadline = None;
+            c.first_media_seen = false;
+        }
+    }
+
+    fn on_answer_ready(&mut self, now: Instant, answer: SessionDescription, out: &mut Vec<Action>) {
+        out.push(Action::Send(Message::Ok(answer)));
+        self.emit(EventKind::Answered, out);
+        self.state = State::InCall { connected: false };
+        // Step deadline now means: the transport must come up within `media`.
+        self.set_step(now, Some(self.config.timeouts.media));
+        if let Some(c) = self.call.as_mut() {
+            if c.max_call_deadline.is_none() {
+                c.max_call_deadline = Some(now + self.config.timeouts.max_call);
+            }
+        }
+    }
+
+    fn on_peer(&mut self, now: Instant, state: PeerState, out: &mut Vec<Action>) {
+        let media = self.config.timeouts.media;
+        match state {
+            PeerState::Connected => {
+                let connected_before = self.state == (State::InCall { connected: true });
+                self.state = State::InCall { connected: true };
+                self.set_step(now, None);
+                let c = self.call.as_mut().expect("in call has a call");
+                c.media_loss_deadline = None;
+                if !connected_before && !c.connected_once {
+                    c.connected_once = true;
+                    self.emit(EventKind::Connected, out);
+                    out.push(Action::StartMedia { epoch: self.epoch });
+                }
+            }
+            PeerState::Disconnected => {
+                let c = self.call.as_mut().expect("in call has a call");
+                if c.media_loss_deadline.is_none() && c.step_deadline.is_none() {
+                    c.media_loss_deadline = Some(now + media);
+                }
+            }
+            PeerState::Failed | PeerState::Closed => {
+                self.emit(
+                    EventKind::Error {
+                        what: format!(
+                            "media connection {}",
+                            if state == PeerState::Failed {
+                                "failed"
+                            } else {
+                                "closed"
+                            }
+                        ),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::MediaFailed, out);
+            }
+        }
+    }
+
+    fn on_media_flowing(&mut self, now: Instant, flowing: bool) {
+        let media = self.config.timeouts.media;
+        let c = self.call.as_mut().expect("in call has a call");
+        if flowing {
+            c.media_loss_deadline = None;
+        } else if c.media_loss_deadline.is_none() {
+            c.media_loss_deadline = Some(now + media);
+        }
+    }
+
+    fn on_notified(&mut self, result: Result<(), String>, out: &mut Vec<Action>) {
+        match result {
+            Ok(()) => {
+                let link = self.link();
+                self.emit(EventKind::Notified { link }, out);
+            }
+            Err(e) => self.emit(
+                EventKind::Error {
+                    what: format!("notify: {e}"),
+                },
+                out,
+            ),
+        }
+    }
+
+    fn on_signal_failed(&mut self, now: Instant, what: String, out: &mut Vec<Action>) {
+        match self.state {
+            State::Joining | State::WaitingViewer | State::WaitingOffer | State::Answering => {
+                self.emit(
+                    EventKind::Error {
+                        what: format!("signaling: {what}"),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::SignalingLost, out);
+            }
+            // In a call the media path is peer to peer; a lost `bye` or `ok` retry
+            // is not worth ending it for. While ending, the bye was best effort.
+            _ => self.ignore(format!("signaling failure: {what}"), out),
+        }
+    }
+
+    fn on_signaling_down(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.state {
+            State::Joining | State::WaitingViewer | State::WaitingOffer | State::Answering => {
+                // Rooms are server state: the link died with the connection.
+                self.emit(
+                    EventKind::Error {
+                        what: "lost the signaling connection before the call was set up".into(),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::SignalingLost, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(c) = self.call.as_ref() else { return };
+        // The earliest due deadline decides, however late the tick comes.
+        let due = [
+            (c.step_deadline, Timer::Step),
+            (c.media_loss_deadline, Timer::MediaLoss),
+            (c.max_call_deadline, Timer::MaxCall),
+        ]
+        .into_iter()
+        .filter_map(|(d, t)| d.filter(|d| *d <= now).map(|d| (d, t)))
+        .min_by_key(|(d, _)| *d);
+        match due {
+            None => {}
+            Some((_, Timer::MaxCall)) => self.end(now, EndReason::MaxDuration, out),
+            Some((_, Timer::MediaLoss)) => {
+                self.emit(
+                    EventKind::Error {
+                        what: "no media from the viewer".into(),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::MediaLost, out);
+            }
+            Some((_, Timer::Step)) => self.step_expired(now, out),
+        }
+    }
+
+    fn step_expired(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.state {
+            State::Idle => {}
+            State::Joining => {
+                self.emit(
+                    EventKind::Error {
+                        what: "the signaling server did not answer join".into(),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::SignalingTimeout, out);
+            }
+            State::WaitingViewer => self.end(now, EndReason::Unanswered, out),
+            State::WaitingOffer => self.end(now, EndReason::NoOffer, out),
+            State::Answering => {
+                self.emit(
+                    EventKind::Error {
+                        what: "answer timed out".into(),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::AnswerFailed, out);
+            }
+            State::InCall { .. } => {
+                self.emit(
+                    EventKind::Error {
+                        what: "the media connection did not come up".into(),
+                    },
+                    out,
+                );
+                self.end(now, EndReason::MediaFailed, out);
+            }
+            State::Ending { .. } => {
+                self.ignore("teardown did not finish in time; going idle anyway", out);
+                self.finish(out);
+            }
+        }
+    }
+
+    /// Ends the call: `bye`, tear down, wait for the driver.
+    ///
+    /// `bye` goes out whenever the connection is up, even after the viewer's own
+    /// `bye`: the connection outlives the call, so without it our membership
+    /// (and the room) would stay on the server. From `join` on we may be a
+    /// member; on a collision the protocol asks for `bye` too (harmless on `full`).
+    fn end(&mut self, now: Instant, reason: EndReason, out: &mut Vec<Action>) {
+        if matches!(self.state, State::Idle | State::Ending { .. }) {
+            return;
+        }
+        if self.signaling_up {
+            if let Some(room) = self.room() {
+                out.push(Action::Send(Message::Bye(Some(room.to_string()))));
+            }
+        }
+        self.begin_teardown(now, reason, out);
+    }
+
+    fn begin_teardown(&mut self, now: Instant, reason: EndReason, out: &mut Vec<Action>) {
+        out.push(Action::Teardown { epoch: self.epoch });
+        self.state = State::Ending { reason };
+        if let Some(c) = self.call.as_mut() {
+            c.media_loss_deadline = None;
+            c.max_call_deadline = None;
+        }
+        self.set_step(now, Some(self.config.timeouts.teardown));
+    }
+
+    fn finish(&mut self, out: &mut Vec<Action>) {
+        if let State::Ending { reason } = self.state {
+            self.emit(EventKind::Ended { reason }, out);
+        }
+        self.state = State::Idle;
+        self.call = None;
+    }
+}
+
+#[cfg(test)]
+mod tests;

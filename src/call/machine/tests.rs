@@ -1,0 +1,776 @@
+//! Tables of (state, input) -> (state, actions) for the call machine, plus the
+//! scenarios and invariants that a table cannot show.
+
+use super::*;
+use crate::signaling::protocol::SessionDescription;
+use serde_json::json;
+
+const ROOM: &str = "room1";
+
+fn config() -> MachineConfig {
+    MachineConfig {
+        timeouts: Timeouts::default(),
+        press_during_call: PressDuringCall::Ignore,
+        link_template: "http://bell.test/?room={room}".into(),
+    }
+}
+
+fn offer() -> SessionDescription {
+    SessionDescription::offer("v=0\r\n")
+}
+
+/// A short, comparable form of the actions.
+fn summary(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Send(m) => format!("send:{}", m.event()),
+            Action::Notify { .. } => "notify".into(),
+            Action::NotifyFailure { .. } => "notify_failure".into(),
+            Action::Answer { .. } => "answer".into(),
+            Action::StartMedia { .. } => "start_media".into(),
+            Action::ClosePeer { .. } => "close_peer".into(),
+            Action::Teardown { .. } => "teardown".into(),
+            Action::Emit(e) => match &e.kind {
+                EventKind::Ended { reason } => format!("ended:{}", reason.as_str()),
+                k => k.name().to_string(),
+            },
+            Action::Ignored { .. } => "ignored".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn state_name(m: &CallMachine) -> String {
+    match m.state() {
+        State::InCall { connected: true } => "in_call+".into(),
+        State::Ending { reason } => format!("ending:{}", reason.as_str()),
+        s => s.name().into(),
+    }
+}
+
+/// A machine brought to `state` through the normal path, and the time it got there.
+fn machine_in(state: &str) -> (CallMachine, Instant) {
+    let t = Instant::now();
+    let mut m = CallMachine::new(config());
+    m.handle(t, Input::SignalingUp);
+    let steps: &[&str] = match state {
+        "idle" => &[],
+        "joining" => &["press"],
+        "waiting_viewer" => &["press", "created"],
+        "waiting_offer" => &["press", "created", "new_peer"],
+        "answering" => &["press", "created", "new_peer", "invite"],
+        "in_call" => &["press", "created", "new_peer", "invite", "answer_ready"],
+        "in_call+" => &[
+            "press",
+            "created",
+            "new_peer",
+            "invite",
+            "answer_ready",
+            "connected",
+        ],
+        "ending" => &[
+            "press",
+            "created",
+            "new_peer",
+            "invite",
+            "answer_ready",
+            "connected",
+            "hangup",
+        ],
+        other => panic!("no such state {other}"),
+    };
+    for step in steps {
+        let input = input_named(step, &m);
+        m.handle(t, input);
+    }
+    assert_eq!(state_name(&m).split(':').next().unwrap(), state, "setup");
+    (m, t)
+}
+
+fn input_named(name: &str, m: &CallMachine) -> Input {
+    let epoch = m.epoch();
+    match name {
+        "press" => Input::Press { room: ROOM.into() },
+        "hangup" => Input::Hangup,
+        "shutdown" => Input::Shutdown,
+        "signaling_up" => Input::SignalingUp,
+        "signaling_down" => Input::SignalingDown,
+        "created" => Input::Signal(Message::Created(ROOM.into())),
+        "created_other" => Input::Signal(Message::Created("other".into())),
+        "joined" => Input::Signal(Message::Joined(ROOM.into())),
+        "full" => Input::Signal(Message::Full(ROOM.into())),
+        "new_peer" => Input::Signal(Message::NewPeer(Some(ROOM.into()))),
+        "new_peer_bare" => Input::Signal(Message::NewPeer(None)),
+        "invite" => Input::Signal(Message::Invite(offer())),
+        "ok" => Input::Signal(Message::Ok(SessionDescription::answer("v=0\r\n"))),
+        "ice_candidate" => Input::Signal(Message::IceCandidate(json!({"candidate": ""}))),
+        "bye" => Input::Signal(Message::Bye(Some(ROOM.into()))),
+        "bye_other" => Input::Signal(Message::Bye(Some("other".into()))),
+        "join" => Input::Signal(Message::Join(ROOM.into())),
+        "signal_failed" => Input::SignalFailed {
+            what: "transport closed".into(),
+        },
+        "notified" => Input::Notified {
+            epoch,
+            result: Ok(()),
+        },
+        "notify_failed" => Input::Notified {
+            epoch,
+            result: Err("api down".into()),
+        },
+        "answer_ready" => Input::AnswerReady {
+            epoch,
+            answer: SessionDescription::answer("v=0\r\n"),
+        },
+        "answer_failed" => Input::AnswerFailed {
+            epoch,
+            error: "no common codec".into(),
+        },
+        "connected" => Input::Peer {
+            epoch,
+            state: PeerState::Connected,
+        },
+        "disconnected" => Input::Peer {
+            epoch,
+            state: PeerState::Disconnected,
+        },
+        "failed" => Input::Peer {
+            epoch,
+            state: PeerState::Failed,
+        },
+        "closed" => Input::Peer {
+            epoch,
+            state: PeerState::Closed,
+        },
+        "media_stalled" => Input::MediaFlowing {
+            epoch,
+            flowing: false,
+        },
+        "media_flowing" => Input::MediaFlowing {
+            epoch,
+            flowing: true,
+        },
+        "first_media" => Input::FirstMedia { epoch },
+        "media_error" => Input::MediaError {
+            epoch,
+            what: "camera unplugged".into(),
+        },
+        "teardown_done" => Input::TeardownDone { epoch },
+        "tick" | "tick_late" => Input::Tick,
+        other => panic!("no such input {other}"),
+    }
+}
+
+const STATES: [&str; 8] = [
+    "idle",
+    "joining",
+    "waiting_viewer",
+    "waiting_offer",
+    "answering",
+    "in_call",
+    "in_call+",
+    "ending",
+];
+
+/// One row per input; one cell per state in [`STATES`] order: "next state | actions".
+/// `=` as next state means "unchanged".
+#[rustfmt::skip]
+const TABLE: &[(&str, [&str; 8])] = &[
+    ("press", [
+        "joining | ringing,send:join",
+        "= | busy", "= | busy", "= | busy", "= | busy", "= | busy", "= | busy", "= | busy"]),
+    ("hangup", [
+        "= | ignored",
+        "ending:hangup | send:bye,teardown", "ending:hangup | send:bye,teardown",
+        "ending:hangup | send:bye,teardown", "ending:hangup | send:bye,teardown",
+        "ending:hangup | send:bye,teardown", "ending:hangup | send:bye,teardown",
+        "= | ignored"]),
+    ("shutdown", [
+        "= | ",
+        "ending:shutdown | send:bye,teardown", "ending:shutdown | send:bye,teardown",
+        "ending:shutdown | send:bye,teardown", "ending:shutdown | send:bye,teardown",
+        "ending:shutdown | send:bye,teardown", "ending:shutdown | send:bye,teardown",
+        "= | "]),
+    ("signaling_up", ["= | ", "= | ", "= | ", "= | ", "= | ", "= | ", "= | ", "= | "]),
+    ("signaling_down", [
+        "= | ",
+        "ending:signaling_lost | error,teardown", "ending:signaling_lost | error,teardown",
+        "ending:signaling_lost | error,teardown", "ending:signaling_lost | error,teardown",
+        "= | ", "= | ", "= | "]),
+    ("created", [
+        "= | ignored", "waiting_viewer | room_created,notify", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("created_other", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("joined", [
+        "= | ignored", "ending:room_collision | error,send:bye,teardown", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("full", [
+        "= | ignored", "ending:room_collision | error,send:bye,teardown", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("new_peer", [
+        "= | ignored", "= | ignored", "waiting_offer | viewer_joined", "= | ignored",
+        "waiting_offer | close_peer,viewer_joined", "waiting_offer | close_peer,viewer_joined",
+        "waiting_offer | close_peer,viewer_joined", "= | ignored"]),
+    ("new_peer_bare", [
+        "= | ignored", "= | ignored", "waiting_offer | viewer_joined", "= | ignored",
+        "waiting_offer | close_peer,viewer_joined", "waiting_offer | close_peer,viewer_joined",
+        "waiting_offer | close_peer,viewer_joined", "= | ignored"]),
+    ("invite", [
+        "= | ignored", "= | ignored", "answering | viewer_joined,answer", "answering | answer",
+        "answering | close_peer,answer", "answering | close_peer,answer",
+        "answering | close_peer,answer", "= | ignored"]),
+    ("ok", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("ice_candidate", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("bye", [
+        "= | ignored", "= | ignored",
+        "ending:viewer_left | send:bye,teardown", "ending:viewer_left | send:bye,teardown",
+        "ending:viewer_left | send:bye,teardown", "ending:viewer_left | send:bye,teardown",
+        "ending:viewer_left | send:bye,teardown", "= | ignored"]),
+    ("bye_other", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("join", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    ("signal_failed", [
+        "= | ignored",
+        "ending:signaling_lost | error,send:bye,teardown", "ending:signaling_lost | error,send:bye,teardown",
+        "ending:signaling_lost | error,send:bye,teardown", "ending:signaling_lost | error,send:bye,teardown",
+        "= | ignored", "= | ignored", "= | ignored"]),
+    ("notified", [
+        "= | ignored", "= | notified", "= | notified", "= | notified",
+        "= | notified", "= | notified", "= | notified", "= | notified"]),
+    ("notify_failed", [
+        "= | ignored", "= | error", "= | error", "= | error",
+        "= | error", "= | error", "= | error", "= | error"]),
+    ("answer_ready", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "in_call | send:ok,answered", "= | ignored", "= | ignored", "= | ignored"]),
+    ("answer_failed", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "ending:answer_failed | error,send:bye,teardown", "= | ignored", "= | ignored", "= | ignored"]),
+    ("connected", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "in_call+ | connected,start_media", "= | ", "= | ignored"]),
+    ("disconnected", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ", "= | ", "= | ignored"]),
+    ("failed", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "ending:media_failed | error,send:bye,teardown", "ending:media_failed | error,send:bye,teardown",
+        "= | ignored"]),
+    ("closed", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "ending:media_failed | error,send:bye,teardown", "ending:media_failed | error,send:bye,teardown",
+        "= | ignored"]),
+    ("media_stalled", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ", "= | ignored"]),
+    ("media_flowing", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ", "= | ignored"]),
+    ("first_media", [
+        "= | ", "= | ", "= | ", "= | ", "= | ", "= | first_media", "= | first_media", "= | "]),
+    ("media_error", [
+        "= | ignored", "= | error", "= | error", "= | error",
+        "= | error", "= | error", "= | error", "= | error"]),
+    ("teardown_done", [
+        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
+        "= | ignored", "= | ignored", "= | ignored", "idle | ended:hangup"]),
+    ("tick", ["= | ", "= | ", "= | ", "= | ", "= | ", "= | ", "= | ", "= | "]),
+    // An hour late: the earliest due deadline decides.
+    ("tick_late", [
+        "= | ",
+        "ending:signaling_timeout | error,send:bye,teardown",
+        "ending:unanswered | send:bye,teardown",
+        "ending:no_offer | send:bye,teardown",
+        "ending:answer_failed | error,send:bye,teardown",
+        "ending:media_failed | error,send:bye,teardown",
+        "ending:max_duration | send:bye,teardown",
+        "idle | ignored,ended:hangup"]),
+];
+
+#[test]
+fn every_state_times_every_input() {
+    let mut failures = Vec::new();
+    for (input, cells) in TABLE {
+        for (state, cell) in STATES.iter().zip(cells.iter()) {
+            let (mut m, t) = machine_in(state);
+            let now = if *input == "tick_late" {
+                t + Duration::from_secs(3600)
+            } else {
+                t
+            };
+            let before = state_name(&m);
+            let actions = m.handle(now, input_named(input, &m));
+            let (want_state, want_actions) = cell.split_once(" | ").expect("cell format");
+            let want_state = if want_state == "=" {
+                before.clone()
+            } else {
+                want_state.to_string()
+            };
+            let got = (state_name(&m), summary(&actions));
+            if got != (want_state.clone(), want_actions.trim().to_string()) {
+                failures.push(format!(
+                    "{state:>14} x {input:<14} -> {} | {}   (want {want_state} | {want_actions})",
+                    got.0, got.1
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_table_has_every_input_once() {
+    let mut names: Vec<_> = TABLE.iter().map(|(n, _)| *n).collect();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n);
+    assert!(n >= 32);
+}
+
+fn events(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit(e) => Some(match &e.kind {
+                EventKind::Ended { reason } => format!("ended:{}", reason.as_str()),
+                k => k.name().to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_whole_call_emits_the_events_in_order_and_links_after_created() {
+    let t = Instant::now();
+    let mut m = CallMachine::new(config());
+    let mut all = Vec::new();
+    let mut feed = |m: &mut CallMachine, i: Input| {
+        let a = m.handle(t, i);
+        all.extend(a.clone());
+        a
+    };
+    feed(&mut m, Input::SignalingUp);
+    let a = feed(&mut m, Input::Press { room: ROOM.into() });
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Notify { .. })),
+        "no link before created"
+    );
+    let a = feed(&mut m, Input::Signal(Message::Created(ROOM.into())));
+    let link = a.iter().find_map(|a| match a {
+        Action::Notify { link, room, .. } => Some((link.clone(), room.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        link,
+        Some(("http://bell.test/?room=room1".to_string(), ROOM.to_string()))
+    );
+    let e = m.epoch();
+    feed(
+        &mut m,
+        Input::Notified {
+            epoch: e,
+            result: Ok(()),
+        },
+    );
+    feed(&mut m, Input::Signal(Message::NewPeer(Some(ROOM.into()))));
+    let a = feed(&mut m, Input::Signal(Message::Invite(offer())));
+    assert!(
+        matches!(&a[..], [Action::Answer { gather_timeout, .. }] if *gather_timeout == Duration::from_secs(3))
+    );
+    feed(
+        &mut m,
+        Input::AnswerReady {
+            epoch: e,
+            answer: SessionDescription::answer("v=0\r\nanswer"),
+        },
+    );
+    feed(
+        &mut m,
+        Input::Peer {
+            epoch: e,
+            state: PeerState::Connected,
+        },
+    );
+    feed(&mut m, Input::FirstMedia { epoch: e });
+    feed(&mut m, Input::FirstMedia { epoch: e });
+    feed(&mut m, Input::Signal(Message::Bye(Some(ROOM.into()))));
+    feed(&mut m, Input::TeardownDone { epoch: e });
+    assert_eq!(
+        events(&all),
+        [
+            "ringing",
+            "room_created",
+            "notified",
+            "viewer_joined",
+            "answered",
+            "connected",
+            "first_media",
+            "ended:viewer_left"
+        ]
+    );
+    let sent: Vec<_> = all
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            Message::Join(ROOM.into()),
+            Message::Ok(SessionDescription::answer("v=0\r\nanswer")),
+            Message::Bye(Some(ROOM.into())),
+        ]
+    );
+    for a in &all {
+        if let Action::Emit(ev) = a {
+            assert_eq!((ev.call, ev.room.as_str()), (1, ROOM));
+        }
+    }
+    assert!(m.is_idle());
+    assert_eq!(m.next_deadline(), None);
+}
+
+#[test]
+fn nobody_joins_bye_unanswered_idle_at_exactly_the_configured_time() {
+    let mut cfg = config();
+    cfg.timeouts.viewer_join = Duration::from_secs(45);
+    let t = Instant::now();
+    let mut m = CallMachine::new(cfg);
+    m.handle(t, Input::SignalingUp);
+    m.handle(t, Input::Press { room: ROOM.into() });
+    m.handle(t, Input::Signal(Message::Created(ROOM.into())));
+    assert_eq!(m.next_deadline(), Some(t + Duration::from_secs(45)));
+    assert_eq!(
+        summary(&m.handle(t + Duration::from_millis(44_999), Input::Tick)),
+        ""
+    );
+    let a = m.handle(t + Duration::from_secs(45), Input::Tick);
+    assert_eq!(summary(&a), "send:bye,teardown");
+    let e = m.epoch();
+    let a = m.handle(
+        t + Duration::from_secs(45),
+        Input::TeardownDone { epoch: e },
+    );
+    assert_eq!(summary(&a), "ended:unanswered");
+    assert!(m.is_idle());
+}
+
+#[test]
+fn each_timeout_is_the_configured_one() {
+    let s = Duration::from_secs;
+    let cfg = MachineConfig {
+        timeouts: Timeouts {
+            signaling: s(7),
+            viewer_join: s(11),
+            offer: s(13),
+            ice_gather: s(2),
+            max_call: s(300),
+            media: s(17),
+            teardown: s(19),
+        },
+        ..config()
+    };
+    let t = Instant::now();
+    let mut m = CallMachine::new(cfg);
+    m.handle(t, Input::SignalingUp);
+    m.handle(t, Input::Press { room: ROOM.into() });
+    assert_eq!(m.next_deadline(), Some(t + s(7)));
+    m.handle(t, Input::Signal(Message::Created(ROOM.into())));
+    assert_eq!(m.next_deadline(), Some(t + s(11)));
+    m.handle(t, Input::Signal(Message::NewPeer(None)));
+    assert_eq!(m.next_deadline(), Some(t + s(13)));
+    let a = m.handle(t, Input::Signal(Message::Invite(offer())));
+    assert!(matches!(&a[..], [Action::Answer { gather_timeout, .. }] if *gather_timeout == s(2)));
+    assert_eq!(m.next_deadline(), Some(t + s(2) + s(5)));
+    let e = m.epoch();
+    m.handle(
+        t,
+        Input::AnswerReady {
+            epoch: e,
+            answer: SessionDescription::answer("v=0"),
+        },
+    );
+    assert_eq!(
+        m.next_deadline(),
+        Some(t + s(17)),
+        "must connect within the media timeout"
+    );
+    m.handle(
+        t,
+        Input::Peer {
+            epoch: e,
+            state: PeerState::Connected,
+        },
+    );
+    assert_eq!(
+        m.next_deadline(),
+        Some(t + s(300)),
+        "only the max call length is left"
+    );
+    m.handle(
+        t + s(1),
+        Input::Peer {
+            epoch: e,
+            state: PeerState::Disconnected,
+        },
+    );
+    assert_eq!(m.next_deadline(), Some(t + s(1) + s(17)));
+    m.handle(
+        t + s(2),
+        Input::Peer {
+            epoch: e,
+            state: PeerState::Connected,
+        },
+    );
+    assert_eq!(
+        m.next_deadline(),
+        Some(t + s(300)),
+        "reconnecting cancels the media timer"
+    );
+    m.handle(
+        t + s(3),
+        Input::MediaFlowing {
+            epoch: e,
+            flowing: false,
+        },
+    );
+    assert_eq!(m.next_deadline(), Some(t + s(3) + s(17)));
+    m.handle(
+        t + s(4),
+        Input::MediaFlowing {
+            epoch: e,
+            flowing: false,
+        },
+    );
+    assert_eq!(
+        m.next_deadline(),
+        Some(t + s(3) + s(17)),
+        "a repeated stall does not push it back"
+    );
+    let a = m.handle(t + s(20), Input::Tick);
+    assert_eq!(summary(&a), "error,send:bye,teardown");
+    assert_eq!(state_name(&m), "ending:media_lost");
+    assert_eq!(m.next_deadline(), Some(t + s(20) + s(19)));
+    let a = m.handle(t + s(39), Input::Tick);
+    assert_eq!(
+        summary(&a),
+        "ignored,ended:media_lost",
+        "a stuck teardown cannot hold the bell"
+    );
+    assert!(m.is_idle());
+}
+
+#[test]
+fn max_call_length_hangs_up() {
+    let (mut m, t) = machine_in("in_call+");
+    let a = m.handle(t + Duration::from_secs(600), Input::Tick);
+    assert_eq!(summary(&a), "send:bye,teardown");
+    assert_eq!(state_name(&m), "ending:max_duration");
+}
+
+#[test]
+fn press_with_the_server_unreachable_fails_fast_and_tells_the_owner() {
+    let t = Instant::now();
+    let mut m = CallMachine::new(config());
+    let a = m.handle(t, Input::Press { room: ROOM.into() });
+    assert_eq!(
+        summary(&a),
+        "ringing,error,notify_failure,ended:signaling_unavailable"
+    );
+    assert!(m.is_idle());
+    assert_eq!(m.next_deadline(), None);
+    // Once the server is back, the next press works.
+    m.handle(t, Input::SignalingUp);
+    let a = m.handle(
+        t,
+        Input::Press {
+            room: "room2".into(),
+        },
+    );
+    assert_eq!(summary(&a), "ringing,send:join");
+}
+
+#[test]
+fn a_late_answer_after_a_timeout_is_ignored() {
+    let (mut m, t) = machine_in("answering");
+    let old = m.epoch();
+    m.handle(t + Duration::from_secs(3600), Input::Tick);
+    m.handle(t, Input::TeardownDone { epoch: old });
+    assert!(m.is_idle());
+    m.handle(
+        t,
+        Input::Press {
+            room: "room2".into(),
+        },
+    );
+    let a = m.handle(
+        t,
+        Input::AnswerReady {
+            epoch: old,
+            answer: SessionDescription::answer("v=0"),
+        },
+    );
+    assert_eq!(summary(&a), "ignored");
+    let a = m.handle(
+        t,
+        Input::Peer {
+            epoch: old,
+            state: PeerState::Failed,
+        },
+    );
+    assert_eq!(summary(&a), "ignored");
+    assert_eq!(state_name(&m), "joining");
+}
+
+#[test]
+fn viewer_reload_starts_a_new_peer_session_and_drops_the_old_ones_events() {
+    let (mut m, t) = machine_in("in_call+");
+    let old = m.epoch();
+    let a = m.handle(t, Input::Signal(Message::NewPeer(Some(ROOM.into()))));
+    assert!(matches!(a[0], Action::ClosePeer { epoch } if epoch == old));
+    assert_ne!(m.epoch(), old);
+    let a = m.handle(
+        t,
+        Input::Peer {
+            epoch: old,
+            state: PeerState::Closed,
+        },
+    );
+    assert_eq!(
+        summary(&a),
+        "ignored",
+        "the old peer's close must not end the call"
+    );
+    m.handle(t, Input::Signal(Message::Invite(offer())));
+    let new = m.epoch();
+    m.handle(
+        t,
+        Input::AnswerReady {
+            epoch: new,
+            answer: SessionDescription::answer("v=0"),
+        },
+    );
+    let a = m.handle(
+        t,
+        Input::Peer {
+            epoch: new,
+            state: PeerState::Connected,
+        },
+    );
+    assert_eq!(summary(&a), "", "connected is reported once per call");
+    let a = m.handle(t, Input::FirstMedia { epoch: new });
+    assert_eq!(summary(&a), "first_media");
+}
+
+#[test]
+fn renotify_policy_sends_the_link_again_while_waiting() {
+    let t = Instant::now();
+    let mut m = CallMachine::new(MachineConfig {
+        press_during_call: PressDuringCall::Renotify,
+        ..config()
+    });
+    m.handle(t, Input::SignalingUp);
+    m.handle(t, Input::Press { room: ROOM.into() });
+    assert_eq!(
+        summary(&m.handle(t, Input::Press { room: "x".into() })),
+        "busy"
+    );
+    m.handle(t, Input::Signal(Message::Created(ROOM.into())));
+    let a = m.handle(t, Input::Press { room: "x".into() });
+    assert_eq!(summary(&a), "busy,notify");
+    assert_eq!(
+        m.room(),
+        Some(ROOM),
+        "the pressed room name is not used during a call"
+    );
+}
+
+#[test]
+fn no_new_call_after_shutdown() {
+    let (mut m, t) = machine_in("idle");
+    m.handle(t, Input::Shutdown);
+    assert_eq!(
+        summary(&m.handle(t, Input::Press { room: ROOM.into() })),
+        "ignored"
+    );
+    assert!(m.is_idle());
+}
+
+#[test]
+fn created_for_someone_elses_room_is_not_ours() {
+    let (mut m, t) = machine_in("joining");
+    m.handle(t, Input::Signal(Message::Created("other".into())));
+    assert_eq!(state_name(&m), "joining");
+}
+
+/// A deterministic pseudo-random walk through inputs: whatever happens, the
+/// machine never panics, every ringing gets exactly one ended, and it can always
+/// get back to idle.
+#[test]
+fn random_walks_keep_the_invariants() {
+    let names: Vec<&str> = TABLE.iter().map(|(n, _)| *n).collect();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _walk in 0..300 {
+        let mut t = Instant::now();
+        let mut m = CallMachine::new(config());
+        let (mut rings, mut ends) = (0, 0);
+        let mut count = |a: &[Action]| {
+            for a in a {
+                if let Action::Emit(e) = a {
+                    match e.kind {
+                        EventKind::Ringing => rings += 1,
+                        EventKind::Ended { .. } => ends += 1,
+                        _ => {}
+                    }
+                }
+            }
+        };
+        for _ in 0..60 {
+            let name = names[(next() % names.len() as u64) as usize];
+            t += Duration::from_secs(next() % 40);
+            // Sometimes replay an input of an earlier epoch.
+            let mut input = input_named(name, &m);
+            if next() % 5 == 0 {
+                input = match input {
+                    Input::Peer { state, .. } => Input::Peer {
+                        epoch: Epoch(0),
+                        state,
+                    },
+                    other => other,
+                };
+            }
+            let a = m.handle(t, input);
+            count(&a);
+        }
+        // Drain: time passes, teardowns complete.
+        for _ in 0..10 {
+            t += Duration::from_secs(3600);
+            let a = m.handle(t, Input::Tick);
+            count(&a);
+            let e = m.epoch();
+            let a = m.handle(t, Input::TeardownDone { epoch: e });
+            count(&a);
+        }
+        assert!(m.is_idle(), "stuck in {:?}", m.state());
+        assert_eq!(rings, ends, "every ring ends exactly once");
+    }
+}

@@ -1,0 +1,3 @@
+//! The call: a pure state machine and the driver that carries out its actions.
+
+pub mod machine;

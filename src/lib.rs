@@ -1,0 +1,3 @@
+//! doorbell library
+pub mod call;
+pub mod signaling;
