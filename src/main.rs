@@ -1,1 +1,60 @@
-fn main() {}
+//! The `doorbell` command: parse, set up, dispatch. Everything else is in the library.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use doorbell::cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "doorbell",
+    version,
+    about = "Video doorbell: a button press calls the owner's browser"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the doorbell daemon.
+    Run(cmd::run::Args),
+    /// Run the signaling server and web viewer.
+    Serve(cmd::serve::Args),
+    /// Everything on this PC: server, test-pattern camera, tone microphone, Enter as the button.
+    Demo(cmd::demo::Args),
+    /// Press the button of a running doorbell.
+    Ring(cmd::ring::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("doorbell: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(a) => cmd::run::run(a).await,
+            Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Demo(a) => cmd::demo::run(a).await,
+            Command::Ring(a) => cmd::ring::run(a).await,
+        }
+    });
+    // Media threads and sockets may linger a moment; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("doorbell: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,3 +1,74 @@
-//! Signaling: the room protocol's messages and the Socket.IO client that carries them.
+//! Signaling: the room protocol's messages, and the connections that carry them.
+//!
+//! [`protocol`] is pure data. [`client`] talks Socket.IO to a real server (ours
+//! or the original design's). [`memory`] is an in-process stand-in with the same
+//! trait, for tests that run on a simulated clock.
 
+pub mod client;
+pub mod memory;
 pub mod protocol;
+
+use base64::Engine;
+use futures_util::future::BoxFuture;
+
+use protocol::Message;
+
+/// What the signaling connection reports to the call loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalingEvent {
+    /// Connected (the Socket.IO handshake is done): messages can be sent.
+    Up,
+    /// The connection is gone; reconnecting in the background.
+    Down,
+    Message(Message),
+    /// A message that could not be parsed; logged and otherwise ignored.
+    Malformed(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SignalingError {
+    #[error("not connected to the signaling server")]
+    NotConnected,
+    #[error("sending {0} failed")]
+    Send(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Sends room protocol messages. Incoming ones arrive as [`SignalingEvent`]s on
+/// the channel given when the connection was made.
+pub trait Signaling: Send + Sync + 'static {
+    fn send(&self, msg: Message) -> BoxFuture<'static, Result<(), SignalingError>>;
+}
+
+/// A fresh room name: 128 bits from the operating system's random source,
+/// URL-safe base64 without padding (22 characters). The room name is the only
+/// secret protecting a call.
+pub fn random_room() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_are_long_url_safe_and_different() {
+        let rooms: Vec<String> = (0..1000).map(|_| random_room().unwrap()).collect();
+        for r in &rooms {
+            assert_eq!(r.len(), 22);
+            assert!(
+                r.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{r}"
+            );
+            assert!(protocol::valid_room(r));
+        }
+        let mut unique = rooms.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), rooms.len());
+    }
+}

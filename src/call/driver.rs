@@ -1,0 +1,445 @@
+//! The call loop: runs the [`CallMachine`] against the real world.
+//!
+//! It owns the machine and the current [`Session`], waits on every input
+//! source at once (commands, signaling, session feedback, the machine's next
+//! deadline, shutdown), feeds what arrives into the machine and carries out the
+//! actions that come back. Anything slow (sending, notifying, answering,
+//! tearing down) runs in a task that reports back as an input, so the loop never
+//! blocks and a stuck part shows up as a timeout in the machine. Outgoing
+//! signaling goes through one queue so messages keep their order.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::machine::{Action, CallMachine, Epoch, EventKind, Input, MachineConfig, State};
+use super::session::Session;
+use crate::events::CallEvent;
+use crate::media::MediaOpener;
+use crate::notify::{Notifier, Ring};
+use crate::peer::PeerSettings;
+use crate::signaling::protocol::Message;
+use crate::signaling::{random_room, Signaling, SignalingEvent};
+
+/// What buttons and the control socket can ask.
+#[derive(Debug)]
+pub enum Command {
+    /// The button. The reply says what happened (`ringing ROOM`, `busy`, `failed: ...`).
+    Ring {
+        reply: Option<oneshot::Sender<String>>,
+    },
+    Hangup {
+        reply: Option<oneshot::Sender<String>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub state: &'static str,
+    pub room: Option<String>,
+    pub calls: u64,
+    pub signaling_up: bool,
+    pub uptime_s: u64,
+}
+
+/// Everything the call loop needs from outside.
+pub struct Engine {
+    pub machine: MachineConfig,
+    pub signaling: Arc<dyn Signaling>,
+    pub signaling_events: mpsc::Receiver<SignalingEvent>,
+    pub media: Arc<dyn MediaOpener>,
+    pub peer: PeerSettings,
+    pub notifiers: Vec<Arc<dyn Notifier>>,
+    pub commands: mpsc::Receiver<Command>,
+    /// Every call event goes here (the event printer, notifiers, tests).
+    pub events: broadcast::Sender<CallEvent>,
+}
+
+/// How long the notifiers get before the ring is reported as not notified.
+const NOTIFY_LIMIT: Duration = Duration::from_secs(60);
+
+struct Loop {
+    machine: CallMachine,
+    signaling_out: mpsc::Sender<Message>,
+    media: Arc<dyn MediaOpener>,
+    peer: PeerSettings,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    events: broadcast::Sender<CallEvent>,
+    feedback: mpsc::Sender<Input>,
+    session: Option<Session>,
+    /// Sessions delivered by answer tasks: (epoch, session, answer SDP).
+    answered: mpsc::Sender<(Epoch, Session, String)>,
+    started: Instant,
+    calls: u64,
+}
+
+impl Engine {
+    /// Runs until `cancel` fires and any call in progress has been ended.
+    pub async fn run(self, cancel: CancellationToken) {
+        let Engine {
+            machine,
+            signaling,
+            mut signaling_events,
+            media,
+            peer,
+            notifiers,
+            mut commands,
+            events,
+        } = self;
+        let (signaling_out, outgoing) = mpsc::channel::<Message>(64);
+        let (feedback, mut inputs) = mpsc::channel::<Input>(256);
+        let (answered, mut sessions) = mpsc::channel(4);
+        tokio::spawn(send_in_order(signaling, outgoing, feedback.clone()));
+        let mut lp = Loop {
+            machine: CallMachine::new(machine),
+            signaling_out,
+            media,
+            peer,
+            notifiers,
+            events: events.clone(),
+            feedback,
+            session: None,
+            answered,
+            started: Instant::now(),
+            calls: 0,
+        };
+        {
+            // Follow-ups for notifiers (answered, missed, ...).
+            let notifiers = lp.notifiers.clone();
+            let mut rx = events.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) => {
+                            for n in &notifiers {
+                                tokio::spawn(n.follow_up(e.clone()));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        let mut shutting_down = false;
+        loop {
+            let deadline = lp.machine.next_deadline().map(Instant::from_std);
+            tokio::select! {
+                _ = cancel.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    tracing::info!("shutting down");
+                    lp.feed(Input::Shutdown);
+                }
+                Some(command) = commands.recv(), if !shutting_down => lp.command(command),
+                Some(event) = signaling_events.recv() => match event {
+                    SignalingEvent::Up => { lp.feed(Input::SignalingUp); }
+                    SignalingEvent::Down => { lp.feed(Input::SignalingDown); }
+                    SignalingEvent::Message(m) => {
+                        tracing::debug!(message = %m, "signaling message");
+                        lp.feed(Input::Signal(m));
+                    }
+                    SignalingEvent::Malformed(why) => {
+                        tracing::warn!("ignored a malformed signaling message: {why}");
+                    }
+                },
+                Some(input) = inputs.recv() => { lp.feed(input); }
+                Some((epoch, session, sdp)) = sessions.recv() => lp.answered(epoch, session, sdp),
+                _ = sleep_until(deadline) => { lp.feed(Input::Tick); }
+            }
+            if shutting_down && lp.machine.is_idle() {
+                break;
+            }
+        }
+        if let Some(s) = lp.session.take() {
+            s.close().await;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends queued messages one after the other, reporting failures.
+async fn send_in_order(
+    signaling: Arc<dyn Signaling>,
+    mut outgoing: mpsc::Receiver<Message>,
+    feedback: mpsc::Sender<Input>,
+) {
+    while let Some(msg) = outgoing.recv().await {
+        let what = msg.to_string();
+        match signaling.send(msg).await {
+            Ok(()) => tracing::debug!(message = %what, "sent"),
+            Err(e) => {
+                tracing::warn!(message = %what, "signaling send failed: {e}");
+                let _ = feedback
+                    .send(Input::SignalFailed {
+                        what: format!("{what}: {e}"),
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+impl Loop {
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Action> {
+        let actions = self.machine.handle(self.now(), input);
+        for action in &actions {
+            self.act(action.clone());
+        }
+        actions
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Ring { reply } => {
+                let actions = match random_room() {
+                    Ok(room) => self.feed(Input::Press { room }),
+                    Err(e) => {
+                        tracing::error!(
+                            "the operating system's random source failed: {e}; cannot make a room"
+                        );
+                        if let Some(r) = reply {
+                            let _ = r.send(format!("failed: no random room name ({e})"));
+                        }
+                        return;
+                    }
+                };
+                let outcome = describe_press(&actions);
+                tracing::info!("button pressed: {outcome}");
+                if let Some(r) = reply {
+                    let _ = r.send(outcome);
+                }
+            }
+            Command::Hangup { reply } => {
+                let active = !matches!(self.machine.state(), State::Idle | State::Ending { .. });
+                self.feed(Input::Hangup);
+                if let Some(r) = reply {
+                    let _ = r.send(if active {
+                        "hanging up".into()
+                    } else {
+                        "no call to hang up".into()
+                    });
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(Status {
+                    state: self.machine.state().name(),
+                    room: self.machine.room().map(str::to_string),
+                    calls: self.calls,
+                    signaling_up: self.machine.signaling_up(),
+                    uptime_s: self.started.elapsed().as_secs(),
+                });
+            }
+        }
+    }
+
+    fn answered(&mut self, epoch: Epoch, session: Session, sdp: String) {
+        if epoch == self.machine.epoch() && *self.machine.state() == State::Answering {
+            self.session = Some(session);
+            self.feed(Input::AnswerReady {
+                epoch,
+                answer: crate::signaling::protocol::SessionDescription::answer(sdp),
+            });
+        } else {
+            tracing::debug!(?epoch, "answer arrived after its call moved on; closing it");
+            tokio::spawn(session.close());
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Send(msg) => {
+                if self.signaling_out.try_send(msg).is_err() {
+                    tracing::error!("signaling queue full; message dropped");
+                }
+            }
+            Action::Notify {
+                epoch,
+                call,
+                room,
+                link,
+            } => {
+                let notifiers = self.notifiers.clone();
+                let feedback = self.feedback.clone();
+                tokio::spawn(async move {
+                    let ring = Ring { call, room, link };
+                    let result = notify_all(&notifiers, ring).await;
+                    let _ = feedback.send(Input::Notified { epoch, result }).await;
+                });
+            }
+            Action::NotifyFailure { call, reason, .. } => {
+                let notifiers = self.notifiers.clone();
+                tokio::spawn(async move {
+                    for n in notifiers {
+                        match tokio::time::timeout(
+                            NOTIFY_LIMIT,
+                            n.ring_failed(call, reason.clone()),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!("{e}"),
+                            Err(_) => {
+                                tracing::warn!(notifier = n.name(), "failure notice timed out")
+                            }
+                        }
+                    }
+                });
+            }
+            Action::Answer {
+                epoch,
+                offer,
+                gather_timeout,
+            } => {
+                let call = self.calls;
+                let media = self.media.clone();
+                let peer = self.peer.clone();
+                let feedback = self.feedback.clone();
+                let answered = self.answered.clone();
+                // The machine bounds the whole answer; this bounds the task too.
+                let limit = self.machine.config().timeouts.answer();
+                tokio::spawn(async move {
+                    let work = Session::answer(
+                        epoch,
+                        call,
+                        offer.sdp,
+                        gather_timeout,
+                        media,
+                        peer,
+                        feedback.clone(),
+                    );
+                    match tokio::time::timeout(limit, work).await {
+                        Ok(Ok((session, sdp))) => {
+                            if let Err(mpsc::error::SendError((_, session, _))) =
+                                answered.send((epoch, session, sdp)).await
+                            {
+                                session.close().await;
+                            }
+                        }
+                        Ok(Err(error)) => {
+                            tracing::warn!("cannot answer the viewer's offer: {error}");
+                            let _ = feedback.send(Input::AnswerFailed { epoch, error }).await;
+                        }
+                        Err(_) => {
+                            let _ = feedback
+                                .send(Input::AnswerFailed {
+                                    epoch,
+                                    error: "answering took too long".into(),
+                                })
+                                .await;
+                        }
+                    }
+                });
+            }
+            Action::StartMedia { epoch } => match &self.session {
+                Some(s) if s.epoch == epoch => s.go_live(),
+                _ => tracing::debug!(?epoch, "no session to start"),
+            },
+            Action::ClosePeer { epoch } => {
+                if let Some(s) = self.session.take_if(|s| s.epoch == epoch) {
+                    tokio::spawn(s.close());
+                }
+            }
+            Action::Teardown { epoch } => {
+                let session = self.session.take();
+                let feedback = self.feedback.clone();
+                tokio::spawn(async move {
+                    if let Some(s) = session {
+                        s.close().await;
+                    }
+                    let _ = feedback.send(Input::TeardownDone { epoch }).await;
+                });
+            }
+            Action::Emit(event) => {
+                if event.kind == EventKind::Ringing {
+                    self.calls = event.call;
+                }
+                log_event(&event);
+                let _ = self.events.send(CallEvent {
+                    event,
+                    ts: crate::media::unix_ms(),
+                });
+            }
+            Action::Ignored { input, state } => {
+                tracing::debug!(state, "ignored: {input}");
+            }
+        }
+    }
+}
+
+fn log_event(event: &super::machine::Event) {
+    let (call, room) = (event.call, event.room.as_str());
+    match &event.kind {
+        EventKind::Error { what } => tracing::warn!(call, room, "{what}"),
+        EventKind::Ended { reason } => {
+            tracing::info!(call, room, reason = reason.as_str(), "call ended")
+        }
+        EventKind::Notified { .. } => tracing::info!(call, room, "owner notified"),
+        kind => tracing::info!(call, room, "{}", kind.name()),
+    }
+}
+
+/// The short answer to a button press, from what the machine did with it.
+fn describe_press(actions: &[Action]) -> String {
+    let mut room = None;
+    for a in actions {
+        match a {
+            Action::Emit(e) => match &e.kind {
+                EventKind::Busy => return "busy: a call is in progress".into(),
+                EventKind::Ringing => room = Some(e.room.clone()),
+                EventKind::Error { what } => return format!("failed: {what}"),
+                _ => {}
+            },
+            Action::Ignored { input, .. } => return format!("ignored: {input}"),
+            _ => {}
+        }
+    }
+    match room {
+        Some(r) => format!("ringing {r}"),
+        None => "ignored".into(),
+    }
+}
+
+/// Runs every notifier at once; Ok if any succeeded (or there are none).
+async fn notify_all(notifiers: &[Arc<dyn Notifier>], ring: Ring) -> Result<(), String> {
+    if notifiers.is_empty() {
+        return Ok(());
+    }
+    let attempts = notifiers.iter().map(|n| {
+        let name = n.name().to_string();
+        let fut = n.ring(ring.clone());
+        async move {
+            match tokio::time::timeout(NOTIFY_LIMIT, fut).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("{name}: no answer in {} s", NOTIFY_LIMIT.as_secs())),
+            }
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect();
+    for e in &errors {
+        tracing::warn!("notifier failed: {e}");
+    }
+    if errors.len() == results.len() {
+        Err(errors.join("; "))
+    } else {
+        Ok(())
+    }
+}

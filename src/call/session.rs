@@ -1,0 +1,296 @@
+//! One peer session of a call: the peer connection plus the media it carries.
+//!
+//! Built when an offer arrives ([`Session::answer`]), made live when the
+//! transport is up ([`Session::go_live`]), torn down when the call ends or the
+//! viewer starts over ([`Session::close`]). Opening devices and stopping their
+//! threads block, so they run on the blocking pool; everything is bounded by
+//! timeouts so a stuck device cannot hold the doorbell.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::machine::{Epoch, Input};
+use crate::media::audio::{MicPipeline, Playout};
+use crate::media::video::{KeyframeRequester, VideoPipeline};
+use crate::media::{AudioSink, AudioSource, MediaOpener, VideoSource};
+use crate::peer::{AnswerPeer, PeerEvent, PeerSettings};
+
+/// Inbound silence longer than this counts as "media stalled".
+const STALL: Duration = Duration::from_secs(3);
+
+/// What a session reports back to the call loop.
+pub type Feedback = mpsc::Sender<Input>;
+
+pub struct Session {
+    pub epoch: Epoch,
+    peer: Arc<AnswerPeer>,
+    video: Option<VideoPipeline>,
+    mic: Option<MicPipeline>,
+    playout: Option<Playout>,
+    live: Arc<AtomicBool>,
+    keyframes: Option<KeyframeRequester>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Devices {
+    video: Option<Box<dyn VideoSource>>,
+    microphone: Option<Box<dyn AudioSource>>,
+    speaker: Option<Box<dyn AudioSink>>,
+    problems: Vec<String>,
+}
+
+/// Opens this call's devices; a device that fails is left out with a reason.
+fn open_devices(media: &dyn MediaOpener, call: u64) -> Devices {
+    let mut problems = Vec::new();
+    let video = media.video().unwrap_or_else(|e| {
+        problems.push(format!("camera: {e}; this call is audio only"));
+        None
+    });
+    let microphone = media.microphone().unwrap_or_else(|e| {
+        problems.push(format!(
+            "microphone: {e}; the viewer will not hear the door"
+        ));
+        None
+    });
+    let speaker = media.speaker(call).unwrap_or_else(|e| {
+        problems.push(format!(
+            "speaker: {e}; the visitor will not hear the viewer"
+        ));
+        None
+    });
+    Devices {
+        video,
+        microphone,
+        speaker,
+        problems,
+    }
+}
+
+impl Session {
+    /// Opens devices, answers the offer and starts the media threads (video
+    /// waits, encoder idle, until [`Session::go_live`]). Returns the answer SDP.
+    pub async fn answer(
+        epoch: Epoch,
+        call: u64,
+        offer_sdp: String,
+        gather_cap: Duration,
+        media: Arc<dyn MediaOpener>,
+        peer_settings: PeerSettings,
+        feedback: Feedback,
+    ) -> Result<(Session, String), String> {
+        let opener = media.clone();
+        let devices = tokio::task::spawn_blocking(move || open_devices(opener.as_ref(), call))
+            .await
+            .map_err(|e| format!("opening devices panicked: {e}"))?;
+        for problem in &devices.problems {
+            tracing::warn!(call, "{problem}");
+            let _ = feedback.try_send(Input::MediaError {
+                epoch,
+                what: problem.clone(),
+            });
+        }
+        let media_error = {
+            let feedback = feedback.clone();
+            move |what: String| {
+                let _ = feedback.try_send(Input::MediaError { epoch, what });
+            }
+        };
+        let playout = match devices.speaker {
+            Some(sink) => {
+                let on_error = media_error.clone();
+                match Playout::start(sink, move |e| on_error(format!("speaker: {e}"))) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        media_error(format!("speaker: {e}"));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let (peer_tx, mut peer_rx) = mpsc::channel(64);
+        let answer = AnswerPeer::answer(
+            &peer_settings,
+            &offer_sdp,
+            gather_cap,
+            devices.video.is_some(),
+            devices.microphone.is_some(),
+            peer_tx,
+            playout.as_ref().map(Playout::input),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for note in &answer.notes {
+            tracing::warn!(call, "{note}");
+        }
+        if !answer.gathering_complete {
+            tracing::warn!(
+                call,
+                cap = ?gather_cap,
+                "ICE gathering capped; answering with the candidates gathered so far (is a STUN/TURN server unreachable?)"
+            );
+        }
+        let peer = Arc::new(answer.peer);
+        let plan = peer.plan();
+        let live = Arc::new(AtomicBool::new(false));
+        let first_sent = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+
+        let mut video = None;
+        let mut keyframes = None;
+        if let (true, Some(source), Some(track)) =
+            (plan.send_video, devices.video, peer.video_track())
+        {
+            let (tx, mut rx) = mpsc::channel(4);
+            let on_error = media_error.clone();
+            match VideoPipeline::start(source, &media.video_settings(), tx, move |e| {
+                on_error(format!("video: {e}"))
+            }) {
+                Ok(p) => {
+                    keyframes = Some(p.keyframe_requester());
+                    video = Some(p);
+                    let (feedback, first_sent) = (feedback.clone(), first_sent.clone());
+                    tasks.push(tokio::spawn(async move {
+                        while let Some(frame) = rx.recv().await {
+                            if track.send(frame.data, frame.duration).await.is_err() {
+                                break;
+                            }
+                            if !first_sent.swap(true, Ordering::AcqRel) {
+                                let _ = feedback.send(Input::FirstMedia { epoch }).await;
+                            }
+                        }
+                    }));
+                }
+                Err(e) => media_error(format!("video: {e}")),
+            }
+        }
+        let mut mic = None;
+        if let (true, Some(source), Some(track)) =
+            (plan.send_audio, devices.microphone, peer.audio_track())
+        {
+            let (tx, mut rx) = mpsc::channel(8);
+            let on_error = media_error.clone();
+            match MicPipeline::start(source, tx, move |e| on_error(format!("microphone: {e}"))) {
+                Ok(p) => {
+                    mic = Some(p);
+                    let (feedback, first_sent, live) =
+                        (feedback.clone(), first_sent.clone(), live.clone());
+                    tasks.push(tokio::spawn(async move {
+                        while let Some(packet) = rx.recv().await {
+                            if !live.load(Ordering::Acquire) {
+                                continue; // nothing goes out before the transport is up
+                            }
+                            if track.send(packet.data, packet.duration).await.is_err() {
+                                break;
+                            }
+                            if !first_sent.swap(true, Ordering::AcqRel) {
+                                let _ = feedback.send(Input::FirstMedia { epoch }).await;
+                            }
+                        }
+                    }));
+                }
+                Err(e) => media_error(format!("microphone: {e}")),
+            }
+        }
+        {
+            let (feedback, keyframes) = (feedback.clone(), keyframes.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(event) = peer_rx.recv().await {
+                    match event {
+                        PeerEvent::State(state) => {
+                            let _ = feedback.send(Input::Peer { epoch, state }).await;
+                        }
+                        PeerEvent::KeyframeRequest => {
+                            if let Some(k) = &keyframes {
+                                k.request();
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(watch_inbound(epoch, peer.clone(), feedback)));
+        Ok((
+            Session {
+                epoch,
+                peer,
+                video,
+                mic,
+                playout,
+                live,
+                keyframes,
+                tasks,
+            },
+            answer.sdp,
+        ))
+    }
+
+    /// The transport is up: release the media, IDR first.
+    pub fn go_live(&self) {
+        self.live.store(true, Ordering::Release);
+        if let Some(v) = &self.video {
+            v.go_live();
+        }
+    }
+
+    pub fn request_keyframe(&self) {
+        if let Some(k) = &self.keyframes {
+            k.request();
+        }
+    }
+
+    /// Closes the peer and stops the media threads, at most about 4 s.
+    pub async fn close(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.peer.close().await;
+        let (video, mic, playout) = (self.video, self.mic, self.playout);
+        let stop = tokio::task::spawn_blocking(move || {
+            if let Some(v) = video {
+                v.stop();
+            }
+            if let Some(m) = mic {
+                m.stop();
+            }
+            if let Some(p) = playout {
+                p.stop();
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(2), stop)
+            .await
+            .is_err()
+        {
+            tracing::warn!("media threads did not stop within 2 s; leaving them to finish");
+        }
+    }
+}
+
+/// Reports when packets from the viewer stop (and start again) arriving.
+async fn watch_inbound(epoch: Epoch, peer: Arc<AnswerPeer>, feedback: Feedback) {
+    let mut last = peer.inbound_packets();
+    let mut quiet = Duration::ZERO;
+    let mut flowing = true;
+    let tick = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = peer.inbound_packets();
+        if now != last {
+            last = now;
+            quiet = Duration::ZERO;
+            if !flowing {
+                flowing = true;
+                let _ = feedback.send(Input::MediaFlowing { epoch, flowing }).await;
+            }
+        } else {
+            quiet += tick;
+            if flowing && quiet >= STALL {
+                flowing = false;
+                let _ = feedback.send(Input::MediaFlowing { epoch, flowing }).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `doorbell serve`: the room signaling server and the web viewer.
+
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+use super::{init_logging, shutdown_on_signals};
+use crate::config::IceServer;
+use crate::server::{self, rooms::Limits, ServerSettings};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// STUN/TURN URL for viewers (repeatable); `turn:` ones as
+    /// `turn:user:password@host:port`. Default: one public STUN server.
+    #[arg(long = "ice-server", value_name = "URL")]
+    pub ice_servers: Vec<String>,
+    /// Most rooms open at once.
+    #[arg(long, default_value_t = Limits::default().max_rooms)]
+    pub max_rooms: usize,
+    /// Most `join`s a client may send per minute.
+    #[arg(long, default_value_t = Limits::default().joins_per_minute)]
+    pub joins_per_minute: usize,
+    /// Most clients connected at once.
+    #[arg(long, default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Log level or tracing filter.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+/// `turn:user:pass@host:3478` -> an ICE server with credentials.
+pub fn parse_ice_server(url: &str) -> Result<IceServer, String> {
+    let (scheme, rest) = url
+        .split_once(':')
+        .ok_or_else(|| format!("{url:?} is not a stun: or turn: URL"))?;
+    if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+        return Err(format!("{url:?} is not a stun: or turn: URL"));
+    }
+    match rest.rsplit_once('@') {
+        Some((creds, host)) if scheme.starts_with("turn") => {
+            let (user, pass) = creds
+                .split_once(':')
+                .ok_or_else(|| format!("{url:?}: write turn:USER:PASSWORD@HOST:PORT"))?;
+            Ok(IceServer {
+                urls: vec![format!("{scheme}:{host}")],
+                username: user.to_string(),
+                credential: pass.to_string(),
+            })
+        }
+        _ => Ok(IceServer {
+            urls: vec![url.to_string()],
+            username: String::new(),
+            credential: String::new(),
+        }),
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    init_logging(&args.log);
+    let viewer_ice_servers = if args.ice_servers.is_empty() {
+        ServerSettings::default().viewer_ice_servers
+    } else {
+        args.ice_servers
+            .iter()
+            .map(|u| parse_ice_server(u))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?
+    };
+    let cancel = CancellationToken::new();
+    shutdown_on_signals(cancel.clone());
+    let settings = ServerSettings {
+        limits: Limits {
+            max_rooms: args.max_rooms,
+            joins_per_minute: args.joins_per_minute,
+        },
+        max_connections: args.max_connections,
+        viewer_ice_servers,
+    };
+    let server = server::start(&args.listen, settings, cancel.clone()).await?;
+    eprintln!(
+        "doorbell signaling server on http://{}/ (viewer page and Socket.IO)",
+        server.addr
+    );
+    cancel.cancelled().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_server_urls_with_and_without_credentials() {
+        let s = parse_ice_server("turn:door:s3cret@turn.example.org:3478").unwrap();
+        assert_eq!(
+            (
+                s.urls[0].as_str(),
+                s.username.as_str(),
+                s.credential.as_str()
+            ),
+            ("turn:turn.example.org:3478", "door", "s3cret")
+        );
+        let s = parse_ice_server("stun:stun.example.org:3478").unwrap();
+        assert!(s.username.is_empty());
+        assert!(parse_ice_server("http://x").is_err());
+        assert!(parse_ice_server("turn:nopass@x:1").is_err());
+    }
+}

@@ -1,0 +1,646 @@
+//! The configuration file: TOML, every key optional with a documented default.
+//!
+//! Loading is parsing plus validation and nothing else: no device is opened and
+//! no connection made, so `doorbell check` can explain a bad file on a machine
+//! without hardware. Unknown keys are refused by name (a typo must not be
+//! silently ignored on an appliance nobody watches). Every key is documented in
+//! `docs/config.md`; a test walks the keys of [`Config::default`] and fails when
+//! one is missing there.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::call::machine::{MachineConfig, PressDuringCall, Timeouts};
+use crate::media::spec::{SinkSpec, SourceSpec, VideoSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}(see docs/config.md)")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {key}: {message} (see docs/config.md)")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub signaling: SignalingConfig,
+    pub call: CallConfig,
+    pub ice: IceConfig,
+    pub video: VideoConfig,
+    pub audio: AudioConfig,
+    pub button: ButtonConfig,
+    pub control: ControlConfig,
+    pub notify: NotifyConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalingConfig {
+    /// Socket.IO server, `http://` or `https://`.
+    pub url: String,
+    /// The link the owner gets; `{room}` is replaced by the room name. Empty:
+    /// `<url>/?room={room}`.
+    pub viewer_link: String,
+    /// PEM file with the CA or self-signed certificate to trust for `https`.
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS certificate verification. Logged as a warning at every start.
+    pub insecure_skip_verify: bool,
+    /// Reconnect backoff bounds.
+    #[serde(with = "duration")]
+    pub reconnect_min: Duration,
+    #[serde(with = "duration")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8080".into(),
+            viewer_link: String::new(),
+            ca_file: None,
+            insecure_skip_verify: false,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SignalingConfig {
+    /// The link template in effect.
+    pub fn link_template(&self) -> String {
+        if self.viewer_link.is_empty() {
+            format!("{}/?room={{room}}", self.url.trim_end_matches('/'))
+        } else {
+            self.viewer_link.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallConfig {
+    #[serde(with = "duration")]
+    pub signaling_timeout: Duration,
+    #[serde(with = "duration")]
+    pub viewer_join_timeout: Duration,
+    #[serde(with = "duration")]
+    pub offer_timeout: Duration,
+    #[serde(with = "duration")]
+    pub ice_gather_timeout: Duration,
+    #[serde(with = "duration")]
+    pub max_call: Duration,
+    #[serde(with = "duration")]
+    pub media_timeout: Duration,
+    pub press_during_call: PressDuringCall,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        Self {
+            signaling_timeout: t.signaling,
+            viewer_join_timeout: t.viewer_join,
+            offer_timeout: t.offer,
+            ice_gather_timeout: t.ice_gather,
+            max_call: t.max_call,
+            media_timeout: t.media,
+            press_during_call: PressDuringCall::Ignore,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceConfig {
+    /// STUN and TURN servers for the doorbell's side of the call.
+    pub servers: Vec<IceServer>,
+    /// Also offer 127.0.0.1 candidates (only useful when the viewer runs on
+    /// the same machine, as in the demo).
+    pub include_loopback: bool,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec![IceServer {
+                urls: vec!["stun:stun.l.google.com:19302".into()],
+                username: String::new(),
+                credential: String::new(),
+            }],
+            include_loopback: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VideoConfig {
+    /// `testsrc`, `v4l2:/dev/videoN` or `none`.
+    pub source: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// Send an IDR at least this often (besides call start and viewer requests).
+    /// `0s`: only on request.
+    #[serde(with = "duration")]
+    pub keyframe_interval: Duration,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            source: "testsrc".into(),
+            width: 640,
+            height: 480,
+            fps: 30,
+            bitrate_kbps: 1000,
+            keyframe_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioConfig {
+    /// `tone[:HZ]`, `default`, `device:NAME` or `none`.
+    pub microphone: String,
+    /// `wav:PATH`, `default`, `device:NAME` or `none`.
+    pub speaker: String,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            microphone: "tone".into(),
+            speaker: "none".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ButtonConfig {
+    /// Where presses come from: `stdin` (each line is a press). The control
+    /// socket (`doorbell ring`) is always a source when it is enabled.
+    pub sources: Vec<String>,
+}
+
+impl Default for ButtonConfig {
+    fn default() -> Self {
+        Self {
+            sources: vec!["stdin".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    pub enabled: bool,
+    /// Unix socket path. Empty: see [`default_control_socket`].
+    pub socket: Option<PathBuf>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: None,
+        }
+    }
+}
+
+impl ControlConfig {
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(default_control_socket)
+    }
+}
+
+/// `$RUNTIME_DIRECTORY/control.sock` under systemd (`RuntimeDirectory=`), else
+/// `$XDG_RUNTIME_DIR/doorbell.sock`, else `/tmp/doorbell-<uid>.sock`.
+pub fn default_control_socket() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return Path::new(&first).join("control.sock");
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&dir).join("doorbell.sock");
+    }
+    // SAFETY: getuid cannot fail and has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/doorbell-{uid}.sock"))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Print the link on standard output (off with `--events json`, whose
+    /// `notified` event carries it).
+    pub stdout: bool,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self { stdout: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as
+    /// `info,doorbell=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is for messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense. Opens nothing.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let s = &self.signaling;
+        if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+            return Err(invalid(
+                "signaling.url",
+                format!("{:?} must start with http:// or https://", s.url),
+            ));
+        }
+        if !s.viewer_link.is_empty() && !s.viewer_link.contains("{room}") {
+            return Err(invalid(
+                "signaling.viewer_link",
+                "must contain {room} where the room name goes".into(),
+            ));
+        }
+        if s.reconnect_min.is_zero() || s.reconnect_min > s.reconnect_max {
+            return Err(invalid(
+                "signaling.reconnect_min",
+                "must be above zero and at most signaling.reconnect_max".into(),
+            ));
+        }
+        let c = &self.call;
+        for (key, d) in [
+            ("call.signaling_timeout", c.signaling_timeout),
+            ("call.viewer_join_timeout", c.viewer_join_timeout),
+            ("call.offer_timeout", c.offer_timeout),
+            ("call.ice_gather_timeout", c.ice_gather_timeout),
+            ("call.max_call", c.max_call),
+            ("call.media_timeout", c.media_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be above zero".into()));
+            }
+        }
+        for server in &self.ice.servers {
+            for url in &server.urls {
+                let scheme = url.split(':').next().unwrap_or_default();
+                if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+                    return Err(invalid(
+                        "ice.servers.urls",
+                        format!("{url:?} must start with stun:, stuns:, turn: or turns:"),
+                    ));
+                }
+                if scheme.starts_with("turn")
+                    && (server.username.is_empty() || server.credential.is_empty())
+                {
+                    return Err(invalid(
+                        "ice.servers.username",
+                        format!("TURN server {url:?} needs a username and a credential"),
+                    ));
+                }
+            }
+        }
+        let v = &self.video;
+        VideoSpec::parse(&v.source).map_err(|e| invalid("video.source", e))?;
+        if !(16..=1920).contains(&v.width)
+            || !(16..=1088).contains(&v.height)
+            || v.width % 2 == 1
+            || v.height % 2 == 1
+        {
+            return Err(invalid(
+                "video.width",
+                format!(
+                    "{}x{} is not supported: width 16..1920 and height 16..1088, both even",
+                    v.width, v.height
+                ),
+            ));
+        }
+        if !(1..=60).contains(&v.fps) {
+            return Err(invalid(
+                "video.fps",
+                format!("{} is not within 1..60", v.fps),
+            ));
+        }
+        if !(50..=20_000).contains(&v.bitrate_kbps) {
+            return Err(invalid(
+                "video.bitrate_kbps",
+                format!("{} is not within 50..20000", v.bitrate_kbps),
+            ));
+        }
+        SourceSpec::parse(&self.audio.microphone).map_err(|e| invalid("audio.microphone", e))?;
+        SinkSpec::parse(&self.audio.speaker).map_err(|e| invalid("audio.speaker", e))?;
+        for source in &self.button.sources {
+            if source != "stdin" {
+                return Err(invalid(
+                    "button.sources",
+                    format!("{source:?} is not a button source (known: \"stdin\")"),
+                ));
+            }
+        }
+        if !valid_log_filter(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a level or tracing filter", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The call machine's part of the configuration.
+    pub fn machine(&self) -> MachineConfig {
+        let c = &self.call;
+        MachineConfig {
+            timeouts: Timeouts {
+                signaling: c.signaling_timeout,
+                viewer_join: c.viewer_join_timeout,
+                offer: c.offer_timeout,
+                ice_gather: c.ice_gather_timeout,
+                max_call: c.max_call,
+                media: c.media_timeout,
+                teardown: Timeouts::default().teardown,
+            },
+            press_during_call: c.press_during_call,
+            link_template: self.signaling.link_template(),
+        }
+    }
+}
+
+/// A level, or comma-separated `level` / `target=level` directives.
+fn valid_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    !filter.trim().is_empty()
+        && filter.split(',').all(|d| {
+            let level =
+                d.rsplit_once('=').map_or(
+                    d,
+                    |(target, level)| {
+                        if target.trim().is_empty() {
+                            ""
+                        } else {
+                            level
+                        }
+                    },
+                );
+            LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+        })
+}
+
+/// Durations as human strings: `"250ms"`, `"3s"`, `"10m"`, `"1h"`, or a bare
+/// number of seconds.
+pub mod duration {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration such as \"250ms\", \"3s\", \"10m\""))?;
+        let scale = match unit.trim() {
+            "ms" => 0.001,
+            "" | "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m or h)")),
+        };
+        let secs = value * scale;
+        if !secs.is_finite() || secs > 365.0 * 86400.0 {
+            return Err(format!("{s:?} is too long"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    pub fn format(d: Duration) -> String {
+        let ms = d.as_millis();
+        if ms % 1000 != 0 {
+            format!("{ms}ms")
+        } else if ms % 3_600_000 == 0 && ms > 0 {
+            format!("{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            format!("{}m", ms / 60_000)
+        } else {
+            format!("{}s", ms / 1000)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Secs(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
+            Raw::Secs(n) => Ok(Duration::from_secs(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = parse("[call]\nviewer_join_timout = \"30s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("viewer_join_timout"), "{e}");
+        let e = parse("[camera]\nx = 1\n").unwrap_err().to_string();
+        assert!(e.contains("camera"), "{e}");
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        let c = parse("[call]\nviewer_join_timeout = \"90s\"\nmax_call = \"5m\"\noffer_timeout = 7\nice_gather_timeout = \"1500ms\"\n").unwrap();
+        assert_eq!(c.call.viewer_join_timeout, Duration::from_secs(90));
+        assert_eq!(c.call.max_call, Duration::from_secs(300));
+        assert_eq!(c.call.offer_timeout, Duration::from_secs(7));
+        assert_eq!(c.call.ice_gather_timeout, Duration::from_millis(1500));
+        let e = parse("[call]\nmax_call = \"5 fortnights\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown unit"), "{e}");
+        for d in ["250ms", "3s", "10m", "2h", "0s"] {
+            assert_eq!(duration::format(duration::parse(d).unwrap()), d);
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[signaling]\nurl = \"ws://x\"", "signaling.url"),
+            (
+                "[signaling]\nviewer_link = \"http://x/\"",
+                "signaling.viewer_link",
+            ),
+            ("[call]\nmedia_timeout = \"0s\"", "call.media_timeout"),
+            ("[[ice.servers]]\nurls = [\"http://x\"]", "ice.servers.urls"),
+            (
+                "[[ice.servers]]\nurls = [\"turn:x:3478\"]",
+                "ice.servers.username",
+            ),
+            ("[video]\nwidth = 641", "video.width"),
+            ("[video]\nfps = 0", "video.fps"),
+            ("[video]\nsource = \"webcam\"", "video.source"),
+            ("[audio]\nmicrophone = \"tone:abc\"", "audio.microphone"),
+            ("[audio]\nspeaker = \"wav:\"", "audio.speaker"),
+            ("[button]\nsources = [\"gpoi:17\"]", "button.sources"),
+            ("[log]\nlevel = \"loud!\"", "log.level"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+            assert!(e.contains("docs/config.md"), "{e}");
+        }
+    }
+
+    #[test]
+    fn log_filters() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "info,doorbell=debug",
+            "warn,webrtc_ice=trace",
+        ] {
+            assert!(valid_log_filter(ok), "{ok}");
+        }
+        for bad in ["", "loud!", "info,=debug", "doorbell"] {
+            assert!(!valid_log_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_link_defaults_to_the_server_page() {
+        let c = parse("[signaling]\nurl = \"https://bell.example.org/\"").unwrap();
+        assert_eq!(
+            c.signaling.link_template(),
+            "https://bell.example.org/?room={room}"
+        );
+        let c = parse("[signaling]\nviewer_link = \"https://x/v.html#{room}\"").unwrap();
+        assert_eq!(c.signaling.link_template(), "https://x/v.html#{room}");
+    }
+
+    /// docs/config.md must name every key (as `section.key`).
+    #[test]
+    fn every_key_is_documented() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md"))
+            .expect("docs/config.md exists");
+        let mut config = Config::default();
+        config.signaling.ca_file = Some("x".into());
+        config.control.socket = Some("x".into());
+        let value = toml::Value::try_from(&config).unwrap();
+        let mut missing = Vec::new();
+        let toml::Value::Table(sections) = value else {
+            panic!()
+        };
+        for (section, v) in sections {
+            let toml::Value::Table(keys) = v else {
+                continue;
+            };
+            for (key, v) in keys {
+                let name = format!("{section}.{key}");
+                if !docs.contains(&format!("`{name}`")) {
+                    missing.push(name.clone());
+                }
+                if let toml::Value::Array(items) = v {
+                    if let Some(toml::Value::Table(t)) = items.first() {
+                        for sub in t.keys() {
+                            let name = format!("{name}.{sub}");
+                            if !docs.contains(&format!("`{name}`")) {
+                                missing.push(name);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented keys: {missing:?}");
+    }
+}

@@ -1,0 +1,447 @@
+//! Sound of one call: the microphone pipeline (capture -> Opus -> peer), the
+//! playout of the viewer's voice (RTP -> jitter buffer -> Opus -> speaker), and
+//! the `tone` microphone.
+//!
+//! Both run on their own threads, paced by the device or by an absolute 20 ms
+//! schedule; the async side only moves packets, through bounded channels that
+//! drop rather than queue when the other end is slow.
+
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use super::jitter::{JitterBuffer, JitterConfig, Pop};
+use super::{AudioSink, AudioSource, MediaError, AUDIO_FRAME, AUDIO_FRAME_DURATION, AUDIO_RATE};
+
+/// A sine wave microphone at real-time pace.
+pub struct Tone {
+    hz: f32,
+    phase: f64,
+    amplitude: f64,
+    next_due: Option<Instant>,
+}
+
+impl Tone {
+    pub fn new(hz: f32) -> Self {
+        Self {
+            hz,
+            phase: 0.0,
+            // -12 dBFS: clearly audible, far from clipping.
+            amplitude: 0.25 * f64::from(i16::MAX),
+            next_due: None,
+        }
+    }
+
+    /// Fills `pcm` without waiting (the generator itself).
+    pub fn fill(&mut self, pcm: &mut [i16]) {
+        let step = 2.0 * std::f64::consts::PI * f64::from(self.hz) / f64::from(AUDIO_RATE);
+        for s in pcm.iter_mut() {
+            *s = (self.amplitude * self.phase.sin()) as i16;
+            self.phase = (self.phase + step) % (2.0 * std::f64::consts::PI);
+        }
+    }
+}
+
+impl AudioSource for Tone {
+    fn read(&mut self, pcm: &mut [i16]) -> Result<(), MediaError> {
+        let duration = Duration::from_secs_f64(pcm.len() as f64 / f64::from(AUDIO_RATE));
+        let now = Instant::now();
+        let due = match self.next_due {
+            // More than 100 ms late (the thread was starved): resynchronise.
+            Some(d) if now <= d + Duration::from_millis(100) => d,
+            _ => now,
+        };
+        if let Some(wait) = due.checked_duration_since(now) {
+            std::thread::sleep(wait);
+        }
+        self.next_due = Some(due + duration);
+        self.fill(pcm);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("tone {} Hz", self.hz)
+    }
+}
+
+/// Opus for speech over WebRTC: 48 kHz mono, 20 ms frames, in-band FEC.
+pub struct OpusEncoder(opus::Encoder);
+
+impl OpusEncoder {
+    pub fn new() -> Result<Self, MediaError> {
+        let err = |e: opus::Error| MediaError::Opus(e.to_string());
+        let mut enc = opus::Encoder::new(AUDIO_RATE, opus::Channels::Mono, opus::Application::Voip)
+            .map_err(err)?;
+        enc.set_bitrate(opus::Bitrate::Bits(32_000)).map_err(err)?;
+        enc.set_inband_fec(true).map_err(err)?;
+        enc.set_packet_loss_perc(5).map_err(err)?;
+        Ok(Self(enc))
+    }
+
+    pub fn encode(&mut self, pcm: &[i16]) -> Result<Bytes, MediaError> {
+        let mut buf = [0u8; 1500];
+        let n = self
+            .0
+            .encode(pcm, &mut buf)
+            .map_err(|e| MediaError::Opus(e.to_string()))?;
+        Ok(Bytes::copy_from_slice(&buf[..n]))
+    }
+}
+
+pub struct OpusDecoder(opus::Decoder);
+
+impl OpusDecoder {
+    pub fn new() -> Result<Self, MediaError> {
+        opus::Decoder::new(AUDIO_RATE, opus::Channels::Mono)
+            .map(Self)
+            .map_err(|e| MediaError::Opus(e.to_string()))
+    }
+
+    /// Decodes a packet (any Opus frame length up to 120 ms) and appends the samples.
+    pub fn decode(&mut self, packet: &[u8], out: &mut Vec<i16>) -> Result<(), MediaError> {
+        let mut buf = [0i16; 5760];
+        let n = self
+            .0
+            .decode(packet, &mut buf, false)
+            .map_err(|e| MediaError::Opus(e.to_string()))?;
+        out.extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+
+    /// Appends 20 ms of concealment for a lost packet.
+    pub fn conceal(&mut self, out: &mut Vec<i16>) {
+        let mut buf = [0i16; AUDIO_FRAME];
+        match self.0.decode(&[], &mut buf, false) {
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => out.extend_from_slice(&[0; AUDIO_FRAME]),
+        }
+    }
+}
+
+/// One 20 ms Opus packet for the peer.
+#[derive(Debug, Clone)]
+pub struct AudioPacket {
+    pub data: Bytes,
+    pub duration: Duration,
+}
+
+/// Microphone -> Opus on a thread; packets to the async side.
+pub struct MicPipeline {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl MicPipeline {
+    pub fn start(
+        mut source: Box<dyn AudioSource>,
+        out: mpsc::Sender<AudioPacket>,
+        on_error: impl Fn(MediaError) + Send + 'static,
+    ) -> Result<Self, MediaError> {
+        let mut encoder = OpusEncoder::new()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, dropped) = (stop.clone(), dropped.clone());
+            std::thread::Builder::new()
+                .name("audio-capture".into())
+                .spawn(move || {
+                    let mut pcm = [0i16; AUDIO_FRAME];
+                    while !stop.load(Ordering::Acquire) {
+                        if let Err(e) = source.read(&mut pcm) {
+                            if !stop.load(Ordering::Acquire) {
+                                on_error(e);
+                            }
+                            return;
+                        }
+                        let data = match encoder.encode(&pcm) {
+                            Ok(d) => d,
+                            Err(e) => {
+                                on_error(e);
+                                return;
+                            }
+                        };
+                        let packet = AudioPacket {
+                            data,
+                            duration: AUDIO_FRAME_DURATION,
+                        };
+                        match out.try_send(packet) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        }
+                    }
+                })
+                .map_err(|e| MediaError::Opus(format!("cannot start the microphone thread: {e}")))?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            dropped,
+        })
+    }
+
+    /// Stops and joins (within one 20 ms read). Blocking.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MicPipeline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// An RTP packet of the viewer's audio.
+#[derive(Debug, Clone)]
+pub struct RemoteAudio {
+    pub sequence: u16,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Default)]
+pub struct PlayoutStats {
+    pub packets: AtomicU64,
+    pub played: AtomicU64,
+    pub concealed: AtomicU64,
+    pub silent_ticks: AtomicU64,
+    pub dropped_input: AtomicU64,
+}
+
+/// Jitter buffer + Opus decoder + speaker, on a thread ticking every 20 ms.
+pub struct Playout {
+    input: std_mpsc::SyncSender<RemoteAudio>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<PlayoutStats>,
+}
+
+impl Playout {
+    pub fn start(
+        mut sink: Box<dyn AudioSink>,
+        on_error: impl Fn(MediaError) + Send + 'static,
+    ) -> Result<Self, MediaError> {
+        let mut decoder = OpusDecoder::new()?;
+        let (input, packets) = std_mpsc::sync_channel::<RemoteAudio>(64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(PlayoutStats::default());
+        let thread = {
+            let (stop, stats) = (stop.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("audio-playout".into())
+                .spawn(move || {
+                    let mut jitter = JitterBuffer::new(JitterConfig::default());
+                    let mut pcm: Vec<i16> = Vec::with_capacity(4 * AUDIO_FRAME);
+                    let mut due = Instant::now();
+                    let mut failed = false;
+                    while !stop.load(Ordering::Acquire) {
+                        loop {
+                            match packets.try_recv() {
+                                Ok(p) => {
+                                    stats.packets.fetch_add(1, Ordering::Relaxed);
+                                    jitter.push(p.sequence, p.payload);
+                                }
+                                Err(std_mpsc::TryRecvError::Empty) => break,
+                                Err(std_mpsc::TryRecvError::Disconnected) => {
+                                    stop.store(true, Ordering::Release);
+                                    break;
+                                }
+                            }
+                        }
+                        if pcm.len() < AUDIO_FRAME {
+                            match jitter.pop() {
+                                Pop::Packet(p) => {
+                                    if decoder.decode(&p, &mut pcm).is_err() {
+                                        decoder.conceal(&mut pcm);
+                                    }
+                                    stats.played.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Pop::Lost => {
+                                    decoder.conceal(&mut pcm);
+                                    stats.concealed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Pop::Underrun => {
+                                    stats.silent_ticks.fetch_add(1, Ordering::Relaxed);
+                                    pcm.resize(AUDIO_FRAME, 0);
+                                }
+                            }
+                            if pcm.len() < AUDIO_FRAME {
+                                pcm.resize(AUDIO_FRAME, 0);
+                            }
+                        }
+                        if !failed {
+                            if let Err(e) = sink.write(&pcm[..AUDIO_FRAME]) {
+                                on_error(e);
+                                failed = true; // keep draining packets; the call goes on
+                            }
+                        }
+                        pcm.drain(..AUDIO_FRAME);
+                        due += AUDIO_FRAME_DURATION;
+                        let now = Instant::now();
+                        if now > due + Duration::from_millis(100) {
+                            due = now; // starved: resynchronise rather than burst
+                        }
+                        if let Some(wait) = due.checked_duration_since(now) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    if let Err(e) = sink.finish() {
+                        if !failed {
+                            on_error(e);
+                        }
+                    }
+                })
+                .map_err(|e| MediaError::Opus(format!("cannot start the playout thread: {e}")))?
+        };
+        Ok(Self {
+            input,
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Where the peer puts the viewer's packets (never blocks; drops when full).
+    pub fn input(&self) -> RemoteAudioInput {
+        RemoteAudioInput {
+            tx: self.input.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> &PlayoutStats {
+        &self.stats
+    }
+
+    /// Stops, flushes the sink and joins. Blocking.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Playout {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// The sending end of a [`Playout`].
+#[derive(Clone)]
+pub struct RemoteAudioInput {
+    tx: std_mpsc::SyncSender<RemoteAudio>,
+    stats: Arc<PlayoutStats>,
+}
+
+impl RemoteAudioInput {
+    pub fn push(&self, packet: RemoteAudio) {
+        if self.tx.try_send(packet).is_err() {
+            self.stats.dropped_input.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The dominant frequency of `pcm` by counting rising zero crossings; `None`
+/// for (near) silence. For tests and `doorbell check`.
+pub fn dominant_frequency(pcm: &[i16]) -> Option<f64> {
+    let rms =
+        (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt();
+    if rms < 100.0 {
+        return None;
+    }
+    let crossings = pcm.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
+    Some(crossings as f64 * f64::from(AUDIO_RATE) / pcm.len() as f64)
+}
+
+/// Root mean square level of `pcm`.
+pub fn rms(pcm: &[i16]) -> f64 {
+    (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn tone_has_its_frequency_and_level() {
+        let mut t = Tone::new(1000.0);
+        let mut pcm = vec![0i16; AUDIO_RATE as usize];
+        t.fill(&mut pcm);
+        let f = dominant_frequency(&pcm).unwrap();
+        assert!((f - 1000.0).abs() < 2.0, "{f}");
+        assert!((rms(&pcm) - 0.25 * 32767.0 / 2f64.sqrt()).abs() < 50.0);
+    }
+
+    #[test]
+    fn opus_round_trip_keeps_the_tone() {
+        let mut t = Tone::new(440.0);
+        let mut enc = OpusEncoder::new().unwrap();
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut out = Vec::new();
+        for _ in 0..50 {
+            let mut pcm = [0i16; AUDIO_FRAME];
+            t.fill(&mut pcm);
+            let packet = enc.encode(&pcm).unwrap();
+            assert!(packet.len() < 200);
+            dec.decode(&packet, &mut out).unwrap();
+        }
+        let f = dominant_frequency(&out[AUDIO_FRAME * 5..]).unwrap();
+        assert!((f - 440.0).abs() < 440.0 * 0.05, "{f}");
+    }
+
+    struct Collect(Arc<Mutex<Vec<i16>>>);
+    impl AudioSink for Collect {
+        fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
+            self.0.lock().unwrap().extend_from_slice(pcm);
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "collect".into()
+        }
+    }
+
+    #[test]
+    fn playout_decodes_reordered_packets_and_pads_silence() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let playout = Playout::start(Box::new(Collect(got.clone())), |e| panic!("{e}")).unwrap();
+        let input = playout.input();
+        let mut t = Tone::new(600.0);
+        let mut enc = OpusEncoder::new().unwrap();
+        let mut packets = Vec::new();
+        for seq in 0..25u16 {
+            let mut pcm = [0i16; AUDIO_FRAME];
+            t.fill(&mut pcm);
+            packets.push(RemoteAudio {
+                sequence: seq,
+                payload: enc.encode(&pcm).unwrap(),
+            });
+        }
+        // Swap neighbours, at the real-time pace: the jitter buffer puts them back.
+        for pair in packets.chunks(2) {
+            for p in pair.iter().rev() {
+                input.push(p.clone());
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        playout.stop();
+        let pcm = got.lock().unwrap().clone();
+        assert_eq!(pcm.len() % AUDIO_FRAME, 0);
+        let voiced: Vec<i16> = pcm.iter().copied().skip_while(|s| *s == 0).collect();
+        let f = dominant_frequency(&voiced[..AUDIO_FRAME * 15]).unwrap();
+        assert!((f - 600.0).abs() < 30.0, "{f}");
+    }
+}

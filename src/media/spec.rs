@@ -1,0 +1,164 @@
+//! Media source and sink names as they appear in the config, parsed.
+//!
+//! Sources and sinks are chosen by a URL-like string (`testsrc`, `tone:440`,
+//! `wav:/var/lib/doorbell/call-{call}.wav`, `default`, `device:NAME`, `none`),
+//! go2rtc style. Parsing is pure so `doorbell check` can reject a typo without
+//! touching a device.
+
+use std::path::PathBuf;
+
+/// The camera side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoSpec {
+    /// A generated moving pattern with a frame counter, the time and a
+    /// machine-readable capture stamp (see `media::stamp`).
+    Testsrc,
+    /// No video: the call is audio only.
+    None,
+}
+
+/// The microphone side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// A sine wave at `hz`.
+    Tone {
+        hz: f32,
+    },
+    /// A sound card input by name (`default` for the system default).
+    Device(String),
+    None,
+}
+
+/// The speaker side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkSpec {
+    /// A 48 kHz mono 16-bit WAV file per call; `{call}` in the path is replaced by
+    /// the call number, otherwise each call overwrites the file.
+    Wav(PathBuf),
+    /// A sound card output by name (`default` for the system default).
+    Device(String),
+    None,
+}
+
+pub const DEFAULT_TONE_HZ: f32 = 440.0;
+
+impl VideoSpec {
+    pub fn parse(s: &str) -> Result<VideoSpec, String> {
+        match s.trim() {
+            "testsrc" => Ok(VideoSpec::Testsrc),
+            "none" => Ok(VideoSpec::None),
+            other => Err(format!(
+                "{other:?} is not a video source (known: \"testsrc\", \"none\")"
+            )),
+        }
+    }
+}
+
+impl SourceSpec {
+    pub fn parse(s: &str) -> Result<SourceSpec, String> {
+        let s = s.trim();
+        if s == "none" {
+            return Ok(SourceSpec::None);
+        }
+        if s == "tone" {
+            return Ok(SourceSpec::Tone {
+                hz: DEFAULT_TONE_HZ,
+            });
+        }
+        if let Some(hz) = s.strip_prefix("tone:") {
+            let hz: f32 = hz
+                .parse()
+                .map_err(|_| format!("{s:?}: the tone frequency must be a number of hertz"))?;
+            if !(20.0..=20_000.0).contains(&hz) {
+                return Err(format!("{s:?}: the tone must be within 20..20000 Hz"));
+            }
+            return Ok(SourceSpec::Tone { hz });
+        }
+        device(s).map(SourceSpec::Device).ok_or_else(|| {
+            format!(
+                "{s:?} is not a microphone (known: \"tone\", \"tone:HZ\", \"default\", \"device:NAME\", \"none\")"
+            )
+        })
+    }
+}
+
+impl SinkSpec {
+    pub fn parse(s: &str) -> Result<SinkSpec, String> {
+        let s = s.trim();
+        if s == "none" {
+            return Ok(SinkSpec::None);
+        }
+        if let Some(path) = s.strip_prefix("wav:") {
+            if path.is_empty() {
+                return Err(format!(
+                    "{s:?}: give the file, as in \"wav:/var/lib/doorbell/call.wav\""
+                ));
+            }
+            return Ok(SinkSpec::Wav(PathBuf::from(path)));
+        }
+        device(s).map(SinkSpec::Device).ok_or_else(|| {
+            format!(
+                "{s:?} is not a speaker (known: \"wav:PATH\", \"default\", \"device:NAME\", \"none\")"
+            )
+        })
+    }
+}
+
+fn device(s: &str) -> Option<String> {
+    if s == "default" {
+        return Some("default".into());
+    }
+    s.strip_prefix("device:")
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| n.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_names_parse() {
+        assert_eq!(VideoSpec::parse("testsrc"), Ok(VideoSpec::Testsrc));
+        assert_eq!(VideoSpec::parse("none"), Ok(VideoSpec::None));
+        assert_eq!(
+            SourceSpec::parse("tone"),
+            Ok(SourceSpec::Tone { hz: 440.0 })
+        );
+        assert_eq!(
+            SourceSpec::parse("tone:1000"),
+            Ok(SourceSpec::Tone { hz: 1000.0 })
+        );
+        assert_eq!(
+            SourceSpec::parse("default"),
+            Ok(SourceSpec::Device("default".into()))
+        );
+        assert_eq!(
+            SourceSpec::parse("device:hw:CARD=C505e,DEV=0"),
+            Ok(SourceSpec::Device("hw:CARD=C505e,DEV=0".into()))
+        );
+        assert_eq!(
+            SinkSpec::parse("wav:/tmp/x-{call}.wav"),
+            Ok(SinkSpec::Wav("/tmp/x-{call}.wav".into()))
+        );
+        assert_eq!(SinkSpec::parse("none"), Ok(SinkSpec::None));
+    }
+
+    #[test]
+    fn typos_are_explained() {
+        assert!(VideoSpec::parse("camera").unwrap_err().contains("testsrc"));
+        assert!(SourceSpec::parse("tone:loud")
+            .unwrap_err()
+            .contains("number"));
+        assert!(SourceSpec::parse("tone:5")
+            .unwrap_err()
+            .contains("20..20000"));
+        assert!(SourceSpec::parse("device:")
+            .unwrap_err()
+            .contains("device:NAME"));
+        assert!(SinkSpec::parse("wav:")
+            .unwrap_err()
+            .contains("give the file"));
+        assert!(SinkSpec::parse("speaker").unwrap_err().contains("wav:PATH"));
+    }
+}

@@ -1,0 +1,710 @@
+//! The WebRTC peer: the only module that imports webrtc-rs (pinned at 0.17.2,
+//! see `docs/design.md` for why).
+//!
+//! [`AnswerPeer`] is the doorbell's side: given the viewer's complete offer it
+//! builds a connection with H.264 and Opus only, answers without trickle (ICE
+//! gathering waited for, but capped), sends the camera and microphone, and
+//! hands the viewer's audio packets to the playout. [`ViewerPeer`] is the
+//! browser's side (receive-only video, send-receive audio, VP8 listed before
+//! H.264 like Chromium does), used by the tests, the benchmark and self-checks.
+//!
+//! webrtc-rs callbacks only forward into bounded channels and counters; they
+//! never block. Its `on_track` runs while the library holds a lock, so the read
+//! loops are spawned and the callback returns at once.
+
+use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::APIBuilder;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::registry::Registry;
+use webrtc::media::Sample;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp::codecs::h264::H264Packet;
+use webrtc::rtp::packetizer::Depacketizer;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
+};
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::{RTCPFeedback, RTCRtpTransceiverInit};
+use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
+use webrtc::track::track_local::TrackLocal;
+use webrtc::track::track_remote::TrackRemote;
+
+use crate::call::machine::PeerState;
+use crate::config::IceServer;
+use crate::media::audio::{RemoteAudio, RemoteAudioInput};
+use crate::sdp;
+
+/// The profile every browser decodes: Constrained Baseline, level 3.1.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("the offer cannot be used: {0}")]
+    BadOffer(String),
+    #[error("the answer cannot be used: {0}")]
+    BadAnswer(String),
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+}
+
+fn webrtc_err(e: webrtc::Error) -> PeerError {
+    PeerError::WebRtc(e.to_string())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeerSettings {
+    pub ice_servers: Vec<IceServer>,
+    /// Offer 127.0.0.1 candidates (same-machine viewers: the demo, tests).
+    pub include_loopback: bool,
+}
+
+/// What the peer reports to the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    State(PeerState),
+    /// The viewer asked for a keyframe (PLI or FIR).
+    KeyframeRequest,
+}
+
+/// What this call will carry, decided from the offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MediaPlan {
+    pub send_video: bool,
+    pub send_audio: bool,
+    pub receive_audio: bool,
+}
+
+impl MediaPlan {
+    /// Reads the offer: we send what the viewer receives, receive what it sends.
+    /// Video only if the viewer can take H.264 with packetization-mode 1.
+    pub fn from_offer(
+        offer_sdp: &str,
+        have_video: bool,
+        have_microphone: bool,
+    ) -> (MediaPlan, Vec<String>) {
+        let mut plan = MediaPlan::default();
+        let mut notes = Vec::new();
+        for section in sdp::media_sections(offer_sdp) {
+            if section.port == 0 {
+                continue;
+            }
+            match section.kind.as_str() {
+                "video" if section.direction.offerer_receives() => {
+                    let h264 = section.codecs.iter().any(|c| {
+                        c.name.eq_ignore_ascii_case("H264")
+                            && c.fmtp.contains("packetization-mode=1")
+                    });
+                    if !h264 {
+                        notes.push("the viewer's browser offers no H.264 (packetization-mode=1): no video this call".into());
+                    } else if !have_video {
+                        notes.push("no camera this call: audio only".into());
+                    } else {
+                        plan.send_video = true;
+                    }
+                }
+                "audio" => {
+                    plan.send_audio |= section.direction.offerer_receives() && have_microphone;
+                    plan.receive_audio |= section.direction.offerer_sends();
+                }
+                _ => {}
+            }
+        }
+        (plan, notes)
+    }
+}
+
+fn h264_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        capability: RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: H264_FMTP.to_owned(),
+            rtcp_feedback: vec![
+                RTCPFeedback {
+                    typ: "ccm".into(),
+                    parameter: "fir".into(),
+                },
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: String::new(),
+                },
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: "pli".into(),
+                },
+            ],
+        },
+        payload_type: 102,
+        ..Default::default()
+    }
+}
+
+fn opus_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        capability: RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 111,
+        ..Default::default()
+    }
+}
+
+fn vp8_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        capability: RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "pli".into(),
+            }],
+        },
+        payload_type: 96,
+        ..Default::default()
+    }
+}
+
+async fn new_connection(
+    settings: &PeerSettings,
+    codecs: Vec<(RTCRtpCodecParameters, RTPCodecType)>,
+) -> Result<Arc<RTCPeerConnection>, PeerError> {
+    let mut media = MediaEngine::default();
+    for (codec, kind) in codecs {
+        media.register_codec(codec, kind).map_err(webrtc_err)?;
+    }
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media).map_err(webrtc_err)?;
+    let mut engine = SettingEngine::default();
+    // Browsers hide host addresses behind mDNS names until media permission is
+    // granted; resolve them, but never announce our own.
+    engine.set_ice_multicast_dns_mode(MulticastDnsMode::QueryOnly);
+    engine.set_include_loopback_candidate(settings.include_loopback);
+    let api = APIBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(engine)
+        .build();
+    let config = RTCConfiguration {
+        ice_servers: settings
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        api.new_peer_connection(config).await.map_err(webrtc_err)?,
+    ))
+}
+
+fn forward_state(pc: &RTCPeerConnection, events: mpsc::Sender<PeerEvent>) {
+    pc.on_peer_connection_state_change(Box::new(move |s| {
+        let state = match s {
+            RTCPeerConnectionState::Connected => Some(PeerState::Connected),
+            RTCPeerConnectionState::Disconnected => Some(PeerState::Disconnected),
+            RTCPeerConnectionState::Failed => Some(PeerState::Failed),
+            RTCPeerConnectionState::Closed => Some(PeerState::Closed),
+            _ => None,
+        };
+        if let Some(state) = state {
+            let _ = events.try_send(PeerEvent::State(state));
+        }
+        Box::pin(async {})
+    }));
+}
+
+fn local_track(codec: &RTCRtpCodecParameters, id: &str) -> Arc<TrackLocalStaticSample> {
+    Arc::new(TrackLocalStaticSample::new(
+        codec.capability.clone(),
+        id.to_owned(),
+        "doorbell".to_owned(),
+    ))
+}
+
+/// Sets the local description and waits for ICE gathering to finish, at most
+/// `cap`; returns the description with every candidate gathered by then.
+async fn set_local_and_gather(
+    pc: &RTCPeerConnection,
+    desc: RTCSessionDescription,
+    cap: Duration,
+) -> Result<(String, bool), PeerError> {
+    // Must be taken before set_local_description starts the gathering.
+    let mut done = pc.gathering_complete_promise().await;
+    pc.set_local_description(desc).await.map_err(webrtc_err)?;
+    let complete = tokio::time::timeout(cap, done.recv()).await.is_ok();
+    let sdp = pc
+        .local_description()
+        .await
+        .ok_or_else(|| PeerError::WebRtc("no local description after setting it".into()))?
+        .sdp;
+    Ok((sdp, complete))
+}
+
+/// The doorbell's side of a call.
+pub struct AnswerPeer {
+    pc: Arc<RTCPeerConnection>,
+    video: Option<Arc<TrackLocalStaticSample>>,
+    audio: Option<Arc<TrackLocalStaticSample>>,
+    inbound: Arc<AtomicU64>,
+    plan: MediaPlan,
+}
+
+/// The result of answering: the peer, the complete answer, and what to log.
+pub struct Answer {
+    pub peer: AnswerPeer,
+    pub sdp: String,
+    /// ICE gathering finished before the cap.
+    pub gathering_complete: bool,
+    pub notes: Vec<String>,
+}
+
+impl AnswerPeer {
+    /// Answers `offer_sdp` without trickle. `remote_audio` receives the viewer's
+    /// audio packets; `have_video`/`have_microphone` say what we can send.
+    pub async fn answer(
+        settings: &PeerSettings,
+        offer_sdp: &str,
+        gather_cap: Duration,
+        have_video: bool,
+        have_microphone: bool,
+        events: mpsc::Sender<PeerEvent>,
+        remote_audio: Option<RemoteAudioInput>,
+    ) -> Result<Answer, PeerError> {
+        let (plan, notes) = MediaPlan::from_offer(offer_sdp, have_video, have_microphone);
+        if sdp::media_sections(offer_sdp)
+            .iter()
+            .all(|s| s.kind != "audio" && s.kind != "video")
+        {
+            return Err(PeerError::BadOffer(
+                "it has no audio or video section".into(),
+            ));
+        }
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        let pc = new_connection(
+            settings,
+            vec![
+                (h264_codec(), RTPCodecType::Video),
+                (opus_codec(), RTPCodecType::Audio),
+            ],
+        )
+        .await?;
+        let inbound = Arc::new(AtomicU64::new(0));
+        let result = Self::negotiate(
+            &pc,
+            offer,
+            plan,
+            gather_cap,
+            events,
+            remote_audio,
+            inbound.clone(),
+        )
+        .await;
+        match result {
+            Ok((video, audio, sdp, gathering_complete)) => Ok(Answer {
+                peer: AnswerPeer {
+                    pc,
+                    video,
+                    audio,
+                    inbound,
+                    plan,
+                },
+                sdp,
+                gathering_complete,
+                notes,
+            }),
+            Err(e) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn negotiate(
+        pc: &Arc<RTCPeerConnection>,
+        offer: RTCSessionDescription,
+        plan: MediaPlan,
+        gather_cap: Duration,
+        events: mpsc::Sender<PeerEvent>,
+        remote_audio: Option<RemoteAudioInput>,
+        inbound: Arc<AtomicU64>,
+    ) -> Result<
+        (
+            Option<Arc<TrackLocalStaticSample>>,
+            Option<Arc<TrackLocalStaticSample>>,
+            String,
+            bool,
+        ),
+        PeerError,
+    > {
+        forward_state(pc, events.clone());
+        let mut video = None;
+        if plan.send_video {
+            let track = local_track(&h264_codec(), "video");
+            let sender = pc
+                .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .map_err(webrtc_err)?;
+            let (events, inbound) = (events.clone(), inbound.clone());
+            // Reading RTCP also runs the interceptors (NACK answers, reports).
+            tokio::spawn(async move {
+                while let Ok((packets, _)) = sender.read_rtcp().await {
+                    inbound.fetch_add(1, Ordering::Relaxed);
+                    let wants_keyframe = packets.iter().any(|p| {
+                        let any = p.as_any();
+                        any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                    });
+                    if wants_keyframe {
+                        let _ = events.try_send(PeerEvent::KeyframeRequest);
+                    }
+                }
+            });
+            video = Some(track);
+        }
+        let mut audio = None;
+        if plan.send_audio {
+            let track = local_track(&opus_codec(), "audio");
+            let sender = pc
+                .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .map_err(webrtc_err)?;
+            let inbound = inbound.clone();
+            tokio::spawn(async move {
+                while sender.read_rtcp().await.is_ok() {
+                    inbound.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            audio = Some(track);
+        }
+        pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+            let inbound = inbound.clone();
+            let remote_audio = remote_audio.clone();
+            tokio::spawn(async move {
+                let is_audio = track.kind() == RTPCodecType::Audio;
+                while let Ok((packet, _)) = track.read_rtp().await {
+                    inbound.fetch_add(1, Ordering::Relaxed);
+                    if let (true, Some(out)) = (is_audio, remote_audio.as_ref()) {
+                        out.push(RemoteAudio {
+                            sequence: packet.header.sequence_number,
+                            payload: packet.payload,
+                        });
+                    }
+                }
+            });
+            Box::pin(async {})
+        }));
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| PeerError::BadOffer(format!("cannot answer it: {e}")))?;
+        let (sdp, complete) = set_local_and_gather(pc, answer, gather_cap).await?;
+        Ok((video, audio, sdp, complete))
+    }
+
+    pub fn plan(&self) -> MediaPlan {
+        self.plan
+    }
+
+    /// Packets (RTP and RTCP) received from the viewer so far.
+    pub fn inbound_packets(&self) -> u64 {
+        self.inbound.load(Ordering::Relaxed)
+    }
+
+    /// A handle for the task that sends video.
+    pub fn video_track(&self) -> Option<MediaTrack> {
+        self.video.clone().map(MediaTrack)
+    }
+
+    pub fn audio_track(&self) -> Option<MediaTrack> {
+        self.audio.clone().map(MediaTrack)
+    }
+
+    /// Closes the connection (DTLS close, sockets released), at most 2 s.
+    pub async fn close(&self) {
+        if tokio::time::timeout(Duration::from_secs(2), self.pc.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the peer connection took more than 2 s; dropped");
+        }
+    }
+}
+
+/// A track to send encoded media on.
+#[derive(Clone)]
+pub struct MediaTrack(Arc<TrackLocalStaticSample>);
+
+impl MediaTrack {
+    /// Sends one encoded frame; `duration` advances the RTP clock.
+    pub async fn send(&self, data: Bytes, duration: Duration) -> Result<(), PeerError> {
+        self.0
+            .write_sample(&Sample {
+                data,
+                duration,
+                ..Default::default()
+            })
+            .await
+            .map_err(webrtc_err)
+    }
+}
+
+/// One H.264 access unit as the viewer received it.
+#[derive(Debug, Clone)]
+pub struct VideoUnit {
+    /// Annex-B.
+    pub data: Bytes,
+    pub rtp_timestamp: u32,
+    pub received: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ViewerOptions {
+    pub receive_video: bool,
+    pub send_audio: bool,
+    /// List VP8 before H.264, as Chromium does.
+    pub vp8_first: bool,
+}
+
+impl Default for ViewerOptions {
+    fn default() -> Self {
+        Self {
+            receive_video: true,
+            send_audio: true,
+            vp8_first: true,
+        }
+    }
+}
+
+/// The browser's side of a call, for tests, benchmarks and self-checks.
+pub struct ViewerPeer {
+    pc: Arc<RTCPeerConnection>,
+    audio: Option<MediaTrack>,
+    video_ssrc: Arc<AtomicU64>,
+}
+
+pub struct ViewerStreams {
+    /// Complete access units, in order; units with a missing packet are dropped.
+    pub video: mpsc::Receiver<VideoUnit>,
+    /// The doorbell's audio packets.
+    pub audio: mpsc::Receiver<RemoteAudio>,
+    pub events: mpsc::Receiver<PeerEvent>,
+}
+
+impl ViewerPeer {
+    /// Builds the offer and waits for ICE gathering (at most `gather_cap`).
+    pub async fn offer(
+        settings: &PeerSettings,
+        options: ViewerOptions,
+        gather_cap: Duration,
+    ) -> Result<(ViewerPeer, ViewerStreams, String), PeerError> {
+        let mut codecs = Vec::new();
+        if options.vp8_first {
+            codecs.push((vp8_codec(), RTPCodecType::Video));
+        }
+        codecs.push((h264_codec(), RTPCodecType::Video));
+        if !options.vp8_first {
+            codecs.push((vp8_codec(), RTPCodecType::Video));
+        }
+        codecs.push((opus_codec(), RTPCodecType::Audio));
+        let pc = new_connection(settings, codecs).await?;
+        let (event_tx, events) = mpsc::channel(64);
+        forward_state(&pc, event_tx);
+        if options.receive_video {
+            pc.add_transceiver_from_kind(
+                RTPCodecType::Video,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .map_err(webrtc_err)?;
+        }
+        let audio = if options.send_audio {
+            let track = local_track(&opus_codec(), "viewer-audio");
+            let sender = pc
+                .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .map_err(webrtc_err)?;
+            tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
+            Some(MediaTrack(track))
+        } else {
+            pc.add_transceiver_from_kind(
+                RTPCodecType::Audio,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .map_err(webrtc_err)?;
+            None
+        };
+        let (video_tx, video) = mpsc::channel(256);
+        let (audio_tx, audio_rx) = mpsc::channel(256);
+        let video_ssrc = Arc::new(AtomicU64::new(0));
+        let ssrc_slot = video_ssrc.clone();
+        pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+            let (video_tx, audio_tx) = (video_tx.clone(), audio_tx.clone());
+            let ssrc_slot = ssrc_slot.clone();
+            tokio::spawn(async move {
+                if track.kind() == RTPCodecType::Audio {
+                    while let Ok((p, _)) = track.read_rtp().await {
+                        let _ = audio_tx.try_send(RemoteAudio {
+                            sequence: p.header.sequence_number,
+                            payload: p.payload,
+                        });
+                    }
+                    return;
+                }
+                ssrc_slot.store(u64::from(track.ssrc()), Ordering::Relaxed);
+                let mut depacketizer = H264Packet::default();
+                let mut unit = BytesMut::new();
+                let mut expected: Option<u16> = None;
+                let mut broken = false;
+                while let Ok((p, _)) = track.read_rtp().await {
+                    let seq = p.header.sequence_number;
+                    if expected.is_some_and(|e| e != seq) {
+                        broken = true;
+                    }
+                    expected = Some(seq.wrapping_add(1));
+                    match depacketizer.depacketize(&p.payload) {
+                        Ok(nals) => unit.extend_from_slice(&nals),
+                        Err(_) => broken = true,
+                    }
+                    if p.header.marker {
+                        if !broken && !unit.is_empty() {
+                            let _ = video_tx.try_send(VideoUnit {
+                                data: unit.split().freeze(),
+                                rtp_timestamp: p.header.timestamp,
+                                received: Instant::now(),
+                            });
+                        }
+                        unit.clear();
+                        broken = false;
+                    }
+                }
+            });
+            Box::pin(async {})
+        }));
+        let offer = pc.create_offer(None).await.map_err(webrtc_err)?;
+        let (sdp, _complete) = set_local_and_gather(&pc, offer, gather_cap).await?;
+        Ok((
+            ViewerPeer {
+                pc,
+                audio,
+                video_ssrc,
+            },
+            ViewerStreams {
+                video,
+                audio: audio_rx,
+                events,
+            },
+            sdp,
+        ))
+    }
+
+    pub async fn accept(&self, answer_sdp: &str) -> Result<(), PeerError> {
+        let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))
+    }
+
+    pub fn audio_track(&self) -> Option<MediaTrack> {
+        self.audio.clone()
+    }
+
+    /// Asks the doorbell for a keyframe (PLI), as a browser does after loss.
+    pub async fn request_keyframe(&self) -> Result<(), PeerError> {
+        let ssrc = self.video_ssrc.load(Ordering::Relaxed) as u32;
+        if ssrc == 0 {
+            return Ok(());
+        }
+        self.pc
+            .write_rtcp(&[Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await
+            .map(|_| ())
+            .map_err(webrtc_err)
+    }
+
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_follows_the_offer() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+        let (plan, notes) = MediaPlan::from_offer(offer, true, true);
+        assert_eq!(
+            plan,
+            MediaPlan {
+                send_video: true,
+                send_audio: true,
+                receive_audio: true
+            }
+        );
+        assert!(notes.is_empty());
+        let (plan, notes) = MediaPlan::from_offer(offer, false, false);
+        assert_eq!(
+            plan,
+            MediaPlan {
+                send_video: false,
+                send_audio: false,
+                receive_audio: true
+            }
+        );
+        assert!(notes[0].contains("audio only"));
+    }
+
+    #[test]
+    fn a_browser_without_h264_gets_an_audio_only_call_and_a_reason() {
+        let offer =
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n";
+        let (plan, notes) = MediaPlan::from_offer(offer, true, true);
+        assert!(!plan.send_video && plan.send_audio);
+        assert!(notes[0].contains("no H.264"), "{notes:?}");
+    }
+}

@@ -1,0 +1,340 @@
+//! `doorbell serve`: the room signaling server and the web viewer.
+//!
+//! A drop-in replacement for the original design's Flask-SocketIO server: the
+//! same events on the default namespace, one argument each, the same room
+//! rules (see [`rooms`]), Engine.IO v4 / Socket.IO v5 over polling and
+//! WebSocket (socketioxide). It also serves the viewer page from `assets/`,
+//! compiled into the binary, so it works with no internet access.
+//!
+//! Limits: request payloads (64 KiB of SDP plus framing), packets buffered per
+//! client, concurrent connections, rooms, and joins per client per minute.
+
+pub mod rooms;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::socket::Sid;
+use socketioxide::SocketIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IceServer;
+use crate::signaling::protocol::{valid_room, MAX_SDP_BYTES};
+use rooms::{JoinOutcome, Limits, RoomTable};
+
+/// Largest Engine.IO payload accepted (an SDP of [`MAX_SDP_BYTES`] plus JSON).
+const MAX_PAYLOAD: u64 = MAX_SDP_BYTES as u64 + 16 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub limits: Limits,
+    pub max_connections: usize,
+    /// STUN/TURN servers the viewer page uses (served as `/config.json`).
+    pub viewer_ice_servers: Vec<IceServer>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_connections: 1000,
+            viewer_ice_servers: crate::config::IceConfig::default().servers,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The server's shared state.
+struct Hub {
+    table: Mutex<RoomTable<Sid>>,
+    io: OnceLock<SocketIo>,
+    connections: AtomicUsize,
+    settings: ServerSettings,
+}
+
+impl Hub {
+    fn table(&self) -> std::sync::MutexGuard<'_, RoomTable<Sid>> {
+        // The table is only mutated through whole operations; a panic mid-way
+        // cannot leave it half-updated, so a poisoned lock is safe to reuse.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit_to(&self, sid: Sid, event: &str, arg: &Value) {
+        let Some(io) = self.io.get() else { return };
+        if let Some(socket) = io.get_socket(sid) {
+            // A one-element tuple: exactly one argument, even when it is an array.
+            if let Err(e) = socket.emit(event, &(arg,)) {
+                tracing::debug!(%sid, event, "emit failed: {e}");
+            }
+        }
+    }
+
+    fn on_connect(&self, s: &SocketRef) -> bool {
+        let n = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        if n > self.settings.max_connections {
+            tracing::warn!(sid = %s.id, "refusing a connection: {n} open, the limit is {}", self.settings.max_connections);
+            return false;
+        }
+        tracing::debug!(sid = %s.id, connections = n, "client connected");
+        true
+    }
+
+    fn on_disconnect(&self, s: &SocketRef) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+        let room = self.table().room_of(&s.id).map(str::to_string);
+        self.table().disconnect(&s.id);
+        tracing::debug!(sid = %s.id, ?room, "client disconnected");
+    }
+
+    fn on_join(&self, s: &SocketRef, arg: Option<Value>) {
+        let room = match arg {
+            Some(Value::String(r)) if valid_room(&r) => r,
+            other => {
+                tracing::info!(sid = %s.id, "ignored join with a bad room argument: {}", describe(&other));
+                return;
+            }
+        };
+        let outcome = self.table().join(s.id, &room, Instant::now());
+        let reply = |event: &str| self.emit_to(s.id, event, &json!(room));
+        match outcome {
+            JoinOutcome::Created => {
+                tracing::info!(sid = %s.id, room = %short(&room), "room created");
+                reply("created");
+            }
+            JoinOutcome::Joined { other } => {
+                tracing::info!(sid = %s.id, room = %short(&room), "second member joined");
+                reply("joined");
+                self.emit_to(other, "new_peer", &json!(room));
+            }
+            JoinOutcome::AlreadyIn { alone } => reply(if alone { "created" } else { "joined" }),
+            JoinOutcome::Full => {
+                tracing::info!(sid = %s.id, room = %short(&room), "room full");
+                reply("full");
+            }
+            JoinOutcome::Refused(why) => {
+                tracing::warn!(sid = %s.id, "join refused: {why}");
+                reply("full");
+            }
+        }
+    }
+
+    fn on_relay(&self, s: &SocketRef, event: &str, arg: Option<Value>) {
+        let arg = arg.unwrap_or(Value::Null);
+        let size = arg.to_string().len();
+        if size > MAX_SDP_BYTES + 1024 {
+            tracing::warn!(sid = %s.id, event, size, "dropped an oversized message");
+            return;
+        }
+        let others = self.table().others(&s.id);
+        if others.is_empty() {
+            tracing::debug!(sid = %s.id, event, "nobody to relay to");
+        }
+        for other in others {
+            self.emit_to(other, event, &arg);
+        }
+    }
+
+    fn on_bye(&self, s: &SocketRef, arg: Option<Value>) {
+        let left = self.table().bye(&s.id);
+        match left {
+            Some((room, remaining)) => {
+                tracing::info!(sid = %s.id, room = %short(&room), "left the room");
+                // Relay the name the sender gave, as the original does; ours if none.
+                let arg = match arg {
+                    Some(v @ Value::String(_)) => v,
+                    _ => json!(room),
+                };
+                for other in remaining {
+                    self.emit_to(other, "bye", &arg);
+                }
+            }
+            None => tracing::debug!(sid = %s.id, "bye from a client in no room"),
+        }
+    }
+}
+
+/// Room names are secrets: log only a prefix.
+fn short(room: &str) -> String {
+    room.chars().take(6).chain("…".chars()).collect()
+}
+
+fn describe(v: &Option<Value>) -> &'static str {
+    match v {
+        None | Some(Value::Null) => "none",
+        Some(Value::String(_)) => "an invalid room name",
+        Some(Value::Object(_)) => "an object",
+        Some(Value::Array(_)) => "an array",
+        Some(_) => "a number or boolean",
+    }
+}
+
+fn arg(data: Result<Value, impl std::fmt::Display>) -> Option<Value> {
+    match data {
+        Ok(Value::Null) | Err(_) => None,
+        Ok(v) => Some(v),
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// Number of rooms open right now.
+    pub fn room_count(&self) -> usize {
+        self.hub.table().room_count()
+    }
+
+    /// Number of members in `room`.
+    pub fn members(&self, room: &str) -> usize {
+        self.hub.table().members(room).len()
+    }
+}
+
+/// Binds `addr` and serves until `cancel`. Returns once listening.
+pub async fn start(
+    addr: &str,
+    settings: ServerSettings,
+    cancel: CancellationToken,
+) -> Result<Server, ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let hub = Arc::new(Hub {
+        table: Mutex::new(RoomTable::new(settings.limits)),
+        io: OnceLock::new(),
+        connections: AtomicUsize::new(0),
+        settings,
+    });
+    let (layer, io) = SocketIo::builder()
+        .max_payload(MAX_PAYLOAD)
+        .max_buffer_size(128)
+        .build_layer();
+    let _ = hub.io.set(io.clone());
+    let ns_hub = hub.clone();
+    io.ns("/", async move |s: SocketRef| {
+        let hub = ns_hub.clone();
+        if !hub.on_connect(&s) {
+            hub.connections.fetch_sub(1, Ordering::AcqRel);
+            let _ = s.disconnect();
+            return;
+        }
+        let h = hub.clone();
+        s.on("join", async move |s: SocketRef, TryData::<Value>(d)| {
+            h.on_join(&s, arg(d))
+        });
+        for event in ["invite", "ok", "ice_candidate"] {
+            let h = hub.clone();
+            s.on(event, async move |s: SocketRef, TryData::<Value>(d)| {
+                h.on_relay(&s, event, arg(d))
+            });
+        }
+        let h = hub.clone();
+        s.on("bye", async move |s: SocketRef, TryData::<Value>(d)| {
+            h.on_bye(&s, arg(d))
+        });
+        let h = hub.clone();
+        s.on_disconnect(async move |s: SocketRef| h.on_disconnect(&s));
+    });
+    let app = Router::new()
+        .route("/", get(page_index))
+        .route("/viewer.js", get(page_js))
+        .route("/viewer.css", get(page_css))
+        .route("/config.json", get(page_config))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(hub.clone())
+        .layer(layer);
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!("signaling server stopped: {e}");
+        }
+    });
+    tracing::info!(addr = %local, "signaling server listening");
+    Ok(Server { addr: local, hub })
+}
+
+const INDEX_HTML: &str = include_str!("../../assets/viewer/index.html");
+const VIEWER_JS: &str = include_str!("../../assets/viewer/viewer.js");
+const VIEWER_CSS: &str = include_str!("../../assets/viewer/viewer.css");
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The room name is in the URL: never leak it in a Referer header.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+async fn page_index() -> Response {
+    asset(INDEX_HTML, "text/html; charset=utf-8")
+}
+
+async fn page_js() -> Response {
+    asset(VIEWER_JS, "text/javascript; charset=utf-8")
+}
+
+async fn page_css() -> Response {
+    asset(VIEWER_CSS, "text/css; charset=utf-8")
+}
+
+async fn page_config(State(hub): State<Arc<Hub>>) -> Response {
+    let servers: Vec<Value> = hub
+        .settings
+        .viewer_ice_servers
+        .iter()
+        .map(|s| {
+            let mut v = json!({ "urls": s.urls });
+            if !s.username.is_empty() {
+                v["username"] = json!(s.username);
+                v["credential"] = json!(s.credential);
+            }
+            v
+        })
+        .collect();
+    let mut r = axum::Json(json!({ "iceServers": servers })).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
