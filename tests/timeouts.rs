@@ -27,10 +27,17 @@ impl Notifier for RecordingNotifier {
         "recording"
     }
     fn ring(&self, ring: Ring) -> BoxFuture<'static, Result<(), NotifyError>> {
-        self.seen.lock().unwrap().push(format!("ring {}", ring.link));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("ring {}", ring.link));
         async { Ok(()) }.boxed()
     }
-    fn ring_failed(&self, _call: u64, reason: String) -> BoxFuture<'static, Result<(), NotifyError>> {
+    fn ring_failed(
+        &self,
+        _call: u64,
+        reason: String,
+    ) -> BoxFuture<'static, Result<(), NotifyError>> {
         self.seen.lock().unwrap().push(format!("failed {reason}"));
         async { Ok(()) }.boxed()
     }
@@ -62,19 +69,31 @@ fn harness(config: Config) -> Harness {
         events: events_tx,
     };
     tokio::spawn(engine.run(cancel.clone()));
-    Harness { peer, commands, events, notifier, _cancel: cancel }
+    Harness {
+        peer,
+        commands,
+        events,
+        notifier,
+        _cancel: cancel,
+    }
 }
 
 impl Harness {
     async fn ring(&self) -> String {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Ring { reply: Some(tx) }).await.unwrap();
+        self.commands
+            .send(Command::Ring { reply: Some(tx) })
+            .await
+            .unwrap();
         rx.await.unwrap()
     }
 
     async fn state(&self) -> &'static str {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Status { reply: tx }).await.unwrap();
+        self.commands
+            .send(Command::Status { reply: tx })
+            .await
+            .unwrap();
         rx.await.unwrap().state
     }
 
@@ -109,8 +128,16 @@ async fn nobody_joins_bye_unanswered_idle_again() {
     let linked = Instant::now();
     let ended = h.until("ended").await;
     assert_eq!(ended.to_json()["reason"], "unanswered");
-    assert_eq!(linked.elapsed(), Duration::from_secs(60), "the configured viewer join timeout, to the millisecond");
-    assert_eq!(h.peer.sent().last(), Some(&Message::Bye(Some(room))), "bye goes out");
+    assert_eq!(
+        linked.elapsed(),
+        Duration::from_secs(60),
+        "the configured viewer join timeout, to the millisecond"
+    );
+    assert_eq!(
+        h.peer.sent().last(),
+        Some(&Message::Bye(Some(room))),
+        "bye goes out"
+    );
     assert_eq!(h.state().await, "idle");
     // Ready for the next press.
     assert!(h.ring().await.starts_with("ringing "));
@@ -143,7 +170,10 @@ async fn a_server_that_never_answers_join_fails_the_ring_after_the_signaling_tim
     let start = Instant::now();
     h.ring().await;
     let error = h.until("error").await;
-    assert!(error.to_json()["what"].as_str().unwrap().contains("did not answer join"));
+    assert!(error.to_json()["what"]
+        .as_str()
+        .unwrap()
+        .contains("did not answer join"));
     let ended = h.until("ended").await;
     assert_eq!(ended.to_json()["reason"], "signaling_timeout");
     assert_eq!(start.elapsed(), Duration::from_secs(10));
@@ -155,14 +185,20 @@ async fn a_ring_while_the_server_is_unreachable_fails_at_once_and_tells_the_owne
     let mut h = harness(Config::default());
     let start = Instant::now();
     let reply = h.ring().await;
-    assert!(reply.starts_with("failed:") && reply.contains("unreachable"), "{reply}");
+    assert!(
+        reply.starts_with("failed:") && reply.contains("unreachable"),
+        "{reply}"
+    );
     let ended = h.until("ended").await;
     assert_eq!(ended.to_json()["reason"], "signaling_unavailable");
     assert_eq!(start.elapsed(), Duration::ZERO, "no waiting at all");
     h.settle().await;
     let seen = h.notifier.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].starts_with("failed ") && seen[0].contains("unreachable"), "{seen:?}");
+    assert!(
+        seen[0].starts_with("failed ") && seen[0].contains("unreachable"),
+        "{seen:?}"
+    );
     assert!(h.peer.sent().is_empty());
 }
 
@@ -172,7 +208,9 @@ async fn malformed_and_unexpected_messages_change_nothing() {
     h.peer.set_up(true);
     h.settle().await;
     // An invite, an ok and a bye while idle: a confused peer.
-    h.peer.deliver(Message::Ok(doorbell::signaling::protocol::SessionDescription::answer("v=0")));
+    h.peer.deliver(Message::Ok(
+        doorbell::signaling::protocol::SessionDescription::answer("v=0"),
+    ));
     h.peer.deliver(Message::Bye(Some("nope".into())));
     h.settle().await;
     assert_eq!(h.state().await, "idle");

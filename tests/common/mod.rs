@@ -22,6 +22,8 @@ use doorbell::signaling::client::{ClientSettings, SocketIoSignaling};
 use doorbell::signaling::protocol::{Message, SessionDescription};
 use doorbell::signaling::{Signaling, SignalingEvent};
 
+pub mod cdp;
+
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 

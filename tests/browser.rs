@@ -1,0 +1,128 @@
+//! The web viewer in a real browser: Debian's Chromium, headless, with fake
+//! camera and microphone devices, driven over the DevTools protocol. It opens
+//! the link a ring produced and shows, through `getStats()`, that H.264
+//! frames are decoded and that audio flows both ways; a second tab on the same
+//! link is told someone else answered; the hang-up button ends the call.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use doorbell::server::{self, ServerSettings};
+
+const STATS: &str = r#"(async () => {
+  const d = window.doorbell;
+  const st = document.getElementById("status");
+  const out = { state: d ? d.name : "none", status: st ? st.textContent : "" };
+  if (!d || !d.pc) return out;
+  const stats = await d.pc.getStats();
+  const codecs = {};
+  stats.forEach((s) => { if (s.type === "codec") codecs[s.id] = s.mimeType; });
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      out.framesDecoded = s.framesDecoded || 0;
+      out.width = s.frameWidth; out.height = s.frameHeight;
+      out.videoCodec = codecs[s.codecId];
+    }
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      out.audioIn = s.packetsReceived || 0;
+      out.audioLevel = s.audioLevel || 0;
+      out.audioCodec = codecs[s.codecId];
+    }
+    if (s.type === "outbound-rtp" && s.kind === "audio") out.audioOut = s.packetsSent || 0;
+  });
+  return out;
+})()"#;
+
+fn num(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_answers_the_door() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let server = server::start(
+        "127.0.0.1:0",
+        ServerSettings {
+            viewer_ice_servers: vec![],
+            ..ServerSettings::default()
+        },
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.addr);
+    let mut bell = Bell::start(&loopback_config(&url, dir.path())).await;
+    bell.wait_connected().await;
+    assert!(bell.ring().await.starts_with("ringing "));
+    let (notified, _) = bell.until("notified").await;
+    let link = format!(
+        "{}&processing=off",
+        notified.to_json()["link"].as_str().unwrap()
+    );
+
+    let browser = cdp::launch(&link);
+    let mut page = browser.page("room=").await;
+    let start = Instant::now();
+    let stats = loop {
+        let s = page.eval(STATS).await;
+        let done = num(&s, "framesDecoded") >= 60.0
+            && num(&s, "audioIn") > 50.0
+            && num(&s, "audioOut") > 50.0;
+        if done {
+            break s;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the browser call did not get going: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(stats["state"], "connected", "{stats}");
+    assert_eq!(stats["videoCodec"], "video/H264", "{stats}");
+    assert_eq!(
+        (num(&stats, "width"), num(&stats, "height")),
+        (320.0, 240.0),
+        "{stats}"
+    );
+    assert_eq!(stats["audioCodec"], "audio/opus", "{stats}");
+
+    // A second viewer on the same link: someone else already answered.
+    let mut second = browser
+        .open(&link.replace("processing=off", "second=1"))
+        .await;
+    let start = Instant::now();
+    loop {
+        let s = second
+            .eval("window.doorbell ? window.doorbell.name : 'none'")
+            .await;
+        if s == "full" {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the second tab should say someone else answered, it is {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    page.eval("document.getElementById('hangup').click(), true")
+        .await;
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "viewer_left");
+    assert_eq!(page.eval("window.doorbell.name").await, "ended");
+    // The visitor heard the browser's (fake) microphone.
+    let (level, _) = recorded_tone(&wav_of(dir.path(), 1));
+    assert!(
+        level > 100.0,
+        "the browser's microphone reached the doorbell (rms {level})"
+    );
+    drop(browser);
+    bell.stop().await;
+    cancel.cancel();
+}
