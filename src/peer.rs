@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports};
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
+use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
@@ -188,18 +189,30 @@ fn vp8_codec() -> RTCRtpCodecParameters {
 async fn new_connection(
     settings: &PeerSettings,
     codecs: Vec<(RTCRtpCodecParameters, RTPCodecType)>,
+    answering: bool,
 ) -> Result<Arc<RTCPeerConnection>, PeerError> {
     let mut media = MediaEngine::default();
     for (codec, kind) in codecs {
         media.register_codec(codec, kind).map_err(webrtc_err)?;
     }
-    let registry =
-        register_default_interceptors(Registry::new(), &mut media).map_err(webrtc_err)?;
+    // NACK (retransmit what the viewer missed, ask for what we missed) and
+    // RTCP sender/receiver reports. Not transport-wide congestion control
+    // feedback: nothing here adapts to it, and it costs per packet.
+    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media));
     let mut engine = SettingEngine::default();
     // Browsers hide host addresses behind mDNS names until media permission is
     // granted; resolve them, but never announce our own.
     engine.set_ice_multicast_dns_mode(MulticastDnsMode::QueryOnly);
     engine.set_include_loopback_candidate(settings.include_loopback);
+    if answering {
+        // DTLS server (a=setup:passive): the viewer starts the handshake once it
+        // has our answer. As the client we would send our ClientHello as soon as
+        // ICE connects, often before the viewer has applied the answer; that
+        // hello is dropped and the handshake waits out a 1 s retransmission.
+        engine
+            .set_answering_dtls_role(DTLSRole::Server)
+            .map_err(webrtc_err)?;
+    }
     let api = APIBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
@@ -312,6 +325,7 @@ impl AnswerPeer {
                 (h264_codec(), RTPCodecType::Video),
                 (opus_codec(), RTPCodecType::Audio),
             ],
+            true,
         )
         .await?;
         let inbound = Arc::new(AtomicU64::new(0));
@@ -535,7 +549,7 @@ impl ViewerPeer {
             codecs.push((vp8_codec(), RTPCodecType::Video));
         }
         codecs.push((opus_codec(), RTPCodecType::Audio));
-        let pc = new_connection(settings, codecs).await?;
+        let pc = new_connection(settings, codecs, false).await?;
         let (event_tx, events) = mpsc::channel(64);
         forward_state(&pc, event_tx);
         if options.receive_video {

@@ -25,7 +25,7 @@ impl Drop for PythonServer {
     }
 }
 
-fn start_python_server() -> PythonServer {
+fn start_python_server(extra: &[&str]) -> PythonServer {
     let python = std::env::var("DOORBELL_PYTHON").unwrap_or_else(|_| {
         let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/py/bin/python");
         if std::path::Path::new(venv).exists() {
@@ -37,6 +37,7 @@ fn start_python_server() -> PythonServer {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat_server.py");
     let mut child = Command::new(&python)
         .arg(script)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -74,8 +75,18 @@ async fn open_rooms(port: u16) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_works_against_python_socketio() {
+    two_calls(start_python_server(&[])).await;
+}
+
+/// Like Flask-SocketIO's development server without WebSocket support: the
+/// doorbell falls back to Engine.IO long-polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_works_over_long_polling() {
+    two_calls(start_python_server(&["--polling-only"])).await;
+}
+
+async fn two_calls(server: PythonServer) {
     init_logs();
-    let server = start_python_server();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}", server.port);
     let mut bell = Bell::start(&loopback_config(&url, dir.path())).await;

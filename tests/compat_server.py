@@ -12,7 +12,10 @@ import sys
 import socketio
 from aiohttp import web
 
-sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+# --polling-only: no WebSocket, like Flask-SocketIO's development server
+# without simple-websocket; clients must fall back to long-polling.
+TRANSPORTS = ["polling"] if "--polling-only" in sys.argv else ["polling", "websocket"]
+sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", transports=TRANSPORTS)
 app = web.Application()
 sio.attach(app)
 rooms = {}  # sid -> room name

@@ -29,8 +29,9 @@ pub struct Args {
 
 fn default_speaker() -> String {
     #[cfg(feature = "audio")]
-    if crate::media::device::default_output_available() {
-        return "default".into();
+    match crate::media::device::default_output_works() {
+        Ok(()) => return "default".into(),
+        Err(e) => tracing::info!("no usable speaker ({e}); the viewer's voice goes to a WAV file"),
     }
     let path = std::env::temp_dir().join("doorbell-demo-call-{call}.wav");
     format!("wav:{}", path.display())

@@ -32,6 +32,7 @@ pub fn init_logging(level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if journald {
         builder.without_time().try_init()
@@ -45,7 +46,7 @@ fn quiet_dependencies(level: &str) -> String {
     if level.contains('=') {
         level.to_string()
     } else {
-        format!("{level},webrtc=warn,webrtc_ice=warn,webrtc_dtls=warn,webrtc_srtp=warn,webrtc_sctp=warn,webrtc_mdns=warn,rust_socketio=warn,rust_engineio=warn,socketioxide=warn,engineioxide=warn")
+        format!("{level},webrtc=warn,webrtc_ice=error,webrtc_dtls=warn,webrtc_srtp=warn,webrtc_sctp=warn,webrtc_mdns=warn,rust_socketio=warn,rust_engineio=warn,socketioxide=warn,engineioxide=warn")
     }
 }
 

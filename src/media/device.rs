@@ -128,9 +128,11 @@ impl RateConverter {
     }
 }
 
-/// Whether the system has a default speaker (the demo falls back to a WAV file).
-pub fn default_output_available() -> bool {
-    cpal::default_host().default_output_device().is_some()
+/// Whether the default speaker can actually be opened (ALSA may name a
+/// `default` device on a machine with no sound card). The demo falls back to a
+/// WAV file when it cannot.
+pub fn default_output_works() -> Result<(), MediaError> {
+    DeviceSink::open("default").map(drop)
 }
 
 /// Finds a device: `default`, then an exact id or name, then (ALSA) a PCM name.

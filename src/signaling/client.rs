@@ -16,7 +16,7 @@
 
 use futures_util::future::{BoxFuture, FutureExt};
 use rust_socketio::asynchronous::{Client, ClientBuilder, ReconnectSettings};
-use rust_socketio::{Event, Payload};
+use rust_socketio::{Event, Payload, TransportType};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -175,13 +175,18 @@ impl SocketIoSignaling {
     }
 }
 
-fn builder(shared: &Arc<Shared>, tls: Option<native_tls::TlsConnector>) -> ClientBuilder {
+fn builder(
+    shared: &Arc<Shared>,
+    tls: Option<native_tls::TlsConnector>,
+    transport: TransportType,
+) -> ClientBuilder {
     let on_connect = shared.clone();
     let on_close = shared.clone();
     let on_reconnect = shared.clone();
     let on_any = shared.clone();
     let mut b = ClientBuilder::new(shared.settings.url.clone())
         .namespace("/")
+        .transport_type(transport)
         .reconnect(true)
         .reconnect_on_disconnect(true)
         // Our callback paces attempts; keep the crate's own delay short.
@@ -223,10 +228,34 @@ fn builder(shared: &Arc<Shared>, tls: Option<native_tls::TlsConnector>) -> Clien
     b
 }
 
+/// Connects, WebSocket first. A straight WebSocket costs one round trip less
+/// than Engine.IO's polling handshake and, on `http://`, never builds the
+/// polling transport's HTTP client (which loads the whole system trust store,
+/// a few MB of memory and a spike of CPU). Servers without WebSocket support
+/// (Flask-SocketIO's development server without simple-websocket) get the
+/// polling transport, upgraded when they allow it.
+async fn connect(
+    shared: &Arc<Shared>,
+    tls: &Option<native_tls::TlsConnector>,
+) -> Result<Client, rust_socketio::Error> {
+    match builder(shared, tls.clone(), TransportType::Websocket)
+        .connect()
+        .await
+    {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            tracing::debug!("WebSocket transport failed ({e}); trying Engine.IO polling");
+            builder(shared, tls.clone(), TransportType::Any)
+                .connect()
+                .await
+        }
+    }
+}
+
 async fn supervise(shared: Arc<Shared>, tls: Option<native_tls::TlsConnector>) {
     let mut logged_failure = false;
     loop {
-        match builder(&shared, tls.clone()).connect().await {
+        match connect(&shared, &tls).await {
             Ok(client) => {
                 if logged_failure {
                     tracing::info!(url = %shared.settings.url, "the signaling server is reachable again");
