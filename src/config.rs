@@ -607,6 +607,16 @@ mod tests {
         assert_eq!(c.signaling.link_template(), "https://x/v.html#{room}");
     }
 
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/assets/doorbell.example.toml"
+        ));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.signaling.url, "https://bell.example.org");
+    }
+
     /// docs/config.md must name every key (as `section.key`).
     #[test]
     fn every_key_is_documented() {

@@ -1,0 +1,29 @@
+# Sourced by scripts/demo and scripts/test: installs what building (and, with
+# --tests, testing) doorbell needs on Debian 12 / Raspberry Pi OS. Debian
+# packages first (apt-get update only when something is missing), then the
+# Rust toolchain through rustup when cargo is not there.
+
+setup_deps() {
+    local packages=(build-essential pkg-config libssl-dev libasound2-dev cmake libclang-dev nasm curl ca-certificates)
+    if [ "${1:-}" = "--tests" ]; then
+        packages+=(chromium python3-venv)
+    fi
+    local missing=() p
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        echo "doorbell: installing Debian packages: ${missing[*]}" >&2
+        $sudo apt-get update
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+            echo "doorbell: installing the Rust toolchain with rustup" >&2
+            curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+        fi
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+}
