@@ -6,7 +6,10 @@
 setup_deps() {
     local packages=(build-essential pkg-config libssl-dev libasound2-dev cmake libclang-dev nasm curl ca-certificates)
     if [ "${1:-}" = "--tests" ]; then
-        packages+=(chromium python3-venv)
+        # chromium: the viewer test; pulseaudio + the ALSA pulse plugin: the
+        # sound card tests (a user-space server with a null sink).
+        # systemd: systemd-analyze checks the unit file.
+        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd)
     fi
     local missing=() p
     for p in "${packages[@]}"; do

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::button::ButtonSpec;
 use crate::call::machine::{MachineConfig, PressDuringCall, Timeouts};
+use crate::chime::ChimeSound;
 use crate::media::spec::{SinkSpec, SourceSpec, VideoSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,7 @@ pub struct Config {
     pub video: VideoConfig,
     pub audio: AudioConfig,
     pub button: ButtonConfig,
+    pub chime: ChimeConfig,
     pub control: ControlConfig,
     pub notify: NotifyConfig,
     pub log: LogConfig,
@@ -189,6 +192,10 @@ pub struct AudioConfig {
     pub microphone: String,
     /// `wav:PATH`, `default`, `device:NAME` or `none`.
     pub speaker: String,
+    /// The viewer's voice on the speaker, percent (0..=400; 100 = as sent).
+    pub speaker_volume: u32,
+    /// Microphone gain in dB (-30..=30), applied before encoding.
+    pub microphone_gain_db: f32,
 }
 
 impl Default for AudioConfig {
@@ -196,6 +203,8 @@ impl Default for AudioConfig {
         Self {
             microphone: "tone".into(),
             speaker: "none".into(),
+            speaker_volume: 100,
+            microphone_gain_db: 0.0,
         }
     }
 }
@@ -203,15 +212,69 @@ impl Default for AudioConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ButtonConfig {
-    /// Where presses come from: `stdin` (each line is a press). The control
-    /// socket (`doorbell ring`) is always a source when it is enabled.
+    /// Where presses come from: `stdin` (each line is a press), `gpio:PIN` (a
+    /// push button on a BCM GPIO pin). The control socket (`doorbell ring`) is
+    /// always a source when it is enabled.
     pub sources: Vec<String>,
+    /// GPIO buttons: pressed is low (button to ground, internal pull-up).
+    /// `false`: pressed is high (internal pull-down).
+    pub active_low: bool,
+    /// GPIO buttons: a level counts once it has held this long.
+    #[serde(with = "duration")]
+    pub debounce: Duration,
+    /// GPIO buttons: presses within this time of the last ring do not ring.
+    #[serde(with = "duration")]
+    pub ring_gap: Duration,
 }
 
 impl Default for ButtonConfig {
     fn default() -> Self {
+        let d = crate::button::debounce::DebounceSettings::default();
         Self {
             sources: vec!["stdin".into()],
+            active_low: d.active_low,
+            debounce: d.debounce,
+            ring_gap: d.ring_gap,
+        }
+    }
+}
+
+impl ButtonConfig {
+    pub fn debounce_settings(&self) -> crate::button::debounce::DebounceSettings {
+        crate::button::debounce::DebounceSettings {
+            active_low: self.active_low,
+            debounce: self.debounce,
+            ring_gap: self.ring_gap,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChimeConfig {
+    /// What the visitor hears on a press: `builtin`, `wav:PATH` or `none`.
+    /// Plays on `audio.speaker` when that is a sound card.
+    pub sound: String,
+    /// Chime loudness, percent of the sound file's level (0..=200).
+    pub volume: u32,
+    /// Also pulse a GPIO output on a press (a relay for an existing chime):
+    /// `gpio:PIN`, or empty for none.
+    pub relay: String,
+    /// The relay is switched on by a low level.
+    pub relay_active_low: bool,
+    /// How long the relay stays on.
+    #[serde(with = "duration")]
+    pub relay_pulse: Duration,
+}
+
+impl Default for ChimeConfig {
+    fn default() -> Self {
+        Self {
+            sound: "builtin".into(),
+            volume: 100,
+            relay: String::new(),
+            relay_active_low: false,
+            relay_pulse: Duration::from_millis(300),
         }
     }
 }
@@ -266,11 +329,189 @@ pub struct NotifyConfig {
     /// Print the link on standard output (off with `--events json`, whose
     /// `notified` event carries it).
     pub stdout: bool,
+    pub telegram: TelegramConfig,
+    /// `[[notify.webhook]]`: any number of URLs that get a JSON POST per ring.
+    pub webhook: Vec<WebhookConfig>,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        Self { stdout: true }
+        Self {
+            stdout: true,
+            telegram: TelegramConfig::default(),
+            webhook: Vec::new(),
+        }
+    }
+}
+
+/// Longest `retry_for`: the snapshot (3 s), the retries and one last attempt
+/// (17 s at most) must fit in the 60 s the call loop gives notifiers.
+const MAX_NOTIFY_RETRY: Duration = Duration::from_secs(35);
+
+/// `[notify.telegram]`. The bot token is deliberately not a setting: it comes
+/// from `DOORBELL_TELEGRAM_TOKEN`, `token_file` or a systemd credential, and
+/// `token = ...` here is refused (see [`InlineToken`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramConfig {
+    pub enabled: bool,
+    /// Chats that get ring messages and may use the bot's commands.
+    pub chat_ids: Vec<i64>,
+    /// File holding the bot token; must not be readable by group or others.
+    pub token_file: Option<PathBuf>,
+    /// The Bot API server (a self-hosted one, or a test server).
+    pub api_url: String,
+    /// Send a photo of the visitor with the ring (else text only).
+    pub snapshot: bool,
+    /// Camera frames dropped before the photo, while exposure settles.
+    pub settle_frames: u32,
+    /// How long a failed message is retried.
+    #[serde(with = "duration")]
+    pub retry_for: Duration,
+    /// Answer /status, /snapshot, /ring and /history from the allowed chats.
+    pub commands: bool,
+    /// Not a setting: catches a `token = ...` line so that validation refuses
+    /// it by name. Left to `deny_unknown_fields`, the parse error would quote
+    /// the line, token and all, into the log.
+    #[serde(default, skip_serializing)]
+    pub token: Option<InlineToken>,
+}
+
+/// The value of a `token` key in the config, thrown away unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InlineToken;
+
+impl<'de> Deserialize<'de> for InlineToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| InlineToken)
+    }
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            chat_ids: Vec::new(),
+            token_file: None,
+            api_url: "https://api.telegram.org".into(),
+            snapshot: true,
+            settle_frames: 5,
+            retry_for: Duration::from_secs(30),
+            commands: true,
+            token: None,
+        }
+    }
+}
+
+/// One `[[notify.webhook]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL that gets the JSON ring event.
+    pub url: String,
+    /// Extra request headers (`Authorization`, ntfy's `Title`, ...).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Bound on one attempt.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How long a failed POST is retried.
+    #[serde(with = "duration")]
+    pub retry_for: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            headers: Default::default(),
+            timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(30),
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// The `[notify]` part of [`Config::validate`]: (key, message) of the
+    /// first problem.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        let t = &self.telegram;
+        if t.token.is_some() {
+            return Err((
+                "notify.telegram.token",
+                "the bot token does not belong in the config file (such files get read by \
+                 others and pasted into bug reports): put it in a file named by \
+                 notify.telegram.token_file (chmod 600), in $DOORBELL_TELEGRAM_TOKEN or in a \
+                 systemd credential (docs/telegram.md), and as it may have been seen, get a new \
+                 one from BotFather (/revoke)"
+                    .into(),
+            ));
+        }
+        if t.enabled && t.chat_ids.is_empty() {
+            return Err((
+                "notify.telegram.chat_ids",
+                "Telegram is enabled but lists no chat: add the owner's chat id \
+                 (docs/telegram.md says how to find it)"
+                    .into(),
+            ));
+        }
+        if t.chat_ids.contains(&0) {
+            return Err(("notify.telegram.chat_ids", "0 is not a chat id".into()));
+        }
+        if !http(&t.api_url) {
+            return Err((
+                "notify.telegram.api_url",
+                format!("{:?} must start with http:// or https://", t.api_url),
+            ));
+        }
+        if t.settle_frames > 30 {
+            return Err((
+                "notify.telegram.settle_frames",
+                format!(
+                    "{} is more than 30 (a second at 30 fps): the picture would come late",
+                    t.settle_frames
+                ),
+            ));
+        }
+        let too_long = |d: Duration| d > MAX_NOTIFY_RETRY;
+        if too_long(t.retry_for) {
+            return Err((
+                "notify.telegram.retry_for",
+                "must be at most 35s (the call loop gives notifiers 60 s)".into(),
+            ));
+        }
+        for w in &self.webhook {
+            if !http(&w.url) {
+                return Err((
+                    "notify.webhook.url",
+                    format!("{:?} must start with http:// or https://", w.url),
+                ));
+            }
+            if w.timeout.is_zero() || w.timeout > Duration::from_secs(15) {
+                return Err((
+                    "notify.webhook.timeout",
+                    "must be above zero and at most 15s".into(),
+                ));
+            }
+            if too_long(w.retry_for) {
+                return Err((
+                    "notify.webhook.retry_for",
+                    "must be at most 35s (the call loop gives notifiers 60 s)".into(),
+                ));
+            }
+            let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if let Some(name) = w
+                .headers
+                .keys()
+                .find(|n| n.is_empty() || !n.chars().all(token_char))
+            {
+                return Err((
+                    "notify.webhook.headers",
+                    format!("{name:?} is not an HTTP header name"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -397,14 +638,51 @@ impl Config {
         }
         SourceSpec::parse(&self.audio.microphone).map_err(|e| invalid("audio.microphone", e))?;
         SinkSpec::parse(&self.audio.speaker).map_err(|e| invalid("audio.speaker", e))?;
+        let a = &self.audio;
+        if a.speaker_volume > 400 {
+            return Err(invalid(
+                "audio.speaker_volume",
+                format!("{} is not within 0..=400 (percent)", a.speaker_volume),
+            ));
+        }
+        if !(-30.0..=30.0).contains(&a.microphone_gain_db) {
+            return Err(invalid(
+                "audio.microphone_gain_db",
+                format!("{} is not within -30..=30 (dB)", a.microphone_gain_db),
+            ));
+        }
+        let mut pins = Vec::new();
         for source in &self.button.sources {
-            if source != "stdin" {
+            match ButtonSpec::parse(source).map_err(|e| invalid("button.sources", e))? {
+                ButtonSpec::Gpio(pin) => pins.push(pin),
+                ButtonSpec::Stdin => {}
+            }
+        }
+        if self.button.debounce > Duration::from_secs(1) {
+            return Err(invalid(
+                "button.debounce",
+                "more than 1 s would swallow real presses (50ms is typical)".into(),
+            ));
+        }
+        let c = &self.chime;
+        ChimeSound::parse(&c.sound).map_err(|e| invalid("chime.sound", e))?;
+        if c.volume > 200 {
+            return Err(invalid(
+                "chime.volume",
+                format!("{} is not within 0..=200 (percent)", c.volume),
+            ));
+        }
+        if let Some(pin) = c.relay_pin().map_err(|e| invalid("chime.relay", e))? {
+            if pins.contains(&pin) {
                 return Err(invalid(
-                    "button.sources",
-                    format!("{source:?} is not a button source (known: \"stdin\")"),
+                    "chime.relay",
+                    format!("GPIO{pin} is the button's pin too"),
                 ));
             }
         }
+        self.notify
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         if !valid_log_filter(&self.log.level) {
             return Err(invalid(
                 "log.level",
@@ -484,11 +762,11 @@ pub mod duration {
 
     pub fn format(d: Duration) -> String {
         let ms = d.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             format!("{ms}ms")
-        } else if ms % 3_600_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
             format!("{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             format!("{}m", ms / 60_000)
         } else {
             format!("{}s", ms / 1000)
@@ -625,6 +903,8 @@ mod tests {
         let mut config = Config::default();
         config.signaling.ca_file = Some("x".into());
         config.control.socket = Some("x".into());
+        config.notify.telegram.token_file = Some("x".into());
+        config.notify.webhook = vec![WebhookConfig::default()];
         let value = toml::Value::try_from(&config).unwrap();
         let mut missing = Vec::new();
         let toml::Value::Table(sections) = value else {
@@ -639,6 +919,14 @@ mod tests {
                 if !docs.contains(&format!("`{name}`")) {
                     missing.push(name.clone());
                 }
+                if let toml::Value::Table(t) = &v {
+                    for sub in t.keys() {
+                        let name = format!("{name}.{sub}");
+                        if !docs.contains(&format!("`{name}`")) {
+                            missing.push(name);
+                        }
+                    }
+                }
                 if let toml::Value::Array(items) = v {
                     if let Some(toml::Value::Table(t)) = items.first() {
                         for sub in t.keys() {
@@ -652,5 +940,78 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "undocumented keys: {missing:?}");
+    }
+
+    #[test]
+    fn notifiers_are_off_by_default_and_checked_by_key() {
+        let c = parse("").unwrap();
+        assert!(!c.notify.telegram.enabled);
+        assert!(c.notify.webhook.is_empty());
+        let c = parse(
+            "[notify.telegram]\nenabled = true\nchat_ids = [123, -100456]\n\
+             token_file = \"/etc/doorbell/telegram-token\"\nretry_for = \"20s\"\n\
+             [[notify.webhook]]\nurl = \"https://ha.example.org/api/webhook/x\"\n\
+             headers = { Authorization = \"Bearer y\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.notify.telegram.chat_ids, [123, -100456]);
+        assert_eq!(c.notify.telegram.retry_for, Duration::from_secs(20));
+        assert_eq!(c.notify.webhook[0].headers["Authorization"], "Bearer y");
+        assert_eq!(c.notify.webhook[0].timeout, Duration::from_secs(5));
+
+        let cases = [
+            (
+                "[notify.telegram]\nenabled = true",
+                "notify.telegram.chat_ids",
+            ),
+            (
+                "[notify.telegram]\nchat_ids = [0]",
+                "notify.telegram.chat_ids",
+            ),
+            (
+                "[notify.telegram]\napi_url = \"api.telegram.org\"",
+                "notify.telegram.api_url",
+            ),
+            (
+                "[notify.telegram]\nsettle_frames = 100",
+                "notify.telegram.settle_frames",
+            ),
+            (
+                "[notify.telegram]\nretry_for = \"5m\"",
+                "notify.telegram.retry_for",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"ha.local\"",
+                "notify.webhook.url",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"http://x\"\ntimeout = \"0s\"",
+                "notify.webhook.timeout",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"http://x\"\nretry_for = \"1h\"",
+                "notify.webhook.retry_for",
+            ),
+            (
+                "[[notify.webhook]]\nurl = \"http://x\"\nheaders = { \"A B\" = \"c\" }",
+                "notify.webhook.headers",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+    }
+
+    /// The token has no key: someone writing it into the (often world-readable)
+    /// config file gets an error instead of a leak.
+    #[test]
+    fn a_telegram_token_in_the_config_is_refused() {
+        let e = parse("[notify.telegram]\ntoken = \"123456:CANARY-SECRET-TOKEN-xyz\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("notify.telegram.token"), "{e}");
+        assert!(e.contains("token_file"), "says where it goes: {e}");
+        assert!(!e.contains("CANARY"), "and does not quote it: {e}");
     }
 }

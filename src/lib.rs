@@ -13,14 +13,19 @@
 //! - [`media`]: sources (test pattern, tone, sound cards), H.264 and Opus,
 //!   the video and audio pipelines, the jitter buffer, WAV and device sinks.
 //! - [`server`]: `doorbell serve`, the room server and the web viewer.
-//! - [`button`]: where presses come from (stdin, the control socket).
-//! - [`notify`]: telling the owner (stdout for now).
+//! - [`button`]: where presses come from (stdin, GPIO through rppal with a pure
+//!   debouncer, the control socket).
+//! - [`chime`]: the sound (and optional relay) that tells the visitor the bell
+//!   worked.
+//! - [`notify`]: telling the owner: stdout, Telegram (with a photo, follow-ups
+//!   and the owner's bot commands), webhooks.
 //! - [`config`], [`events`], [`sdp`]: the config file, the JSON event stream,
 //!   and the little SDP reading we do ourselves.
 //! - [`cmd`]: one module per subcommand; `main.rs` only parses and dispatches.
 
 pub mod button;
 pub mod call;
+pub mod chime;
 pub mod cmd;
 pub mod config;
 pub mod events;

@@ -26,6 +26,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Press the button of a running doorbell.
     Ring(cmd::ring::Args),
+    /// Validate a config and open every device it names, one line each.
+    Check(cmd::check::Args),
+    /// List cameras, microphones, speakers and GPIO, with their config names.
+    Devices(cmd::devices::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,10 +53,14 @@ fn main() -> ExitCode {
             Command::Serve(a) => cmd::serve::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Ring(a) => cmd::ring::run(a).await,
+            Command::Check(a) => cmd::check::run(a).await,
+            Command::Devices(a) => cmd::devices::run(a).await,
         }
     });
-    // Media threads and sockets may linger a moment; do not wait for them.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Calls are closed by now (media threads joined); what may linger is a
+    // blocking read of standard input (the stdin button), which never ends
+    // by itself: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(code) => code,
         Err(e) => {

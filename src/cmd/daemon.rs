@@ -13,8 +13,7 @@ use crate::call::driver::{Command, Engine};
 use crate::config::Config;
 use crate::events::CallEvent;
 use crate::media::{ConfiguredMedia, MediaOpener};
-use crate::notify::stdout::StdoutNotifier;
-use crate::notify::Notifier;
+use crate::notify;
 use crate::peer::PeerSettings;
 use crate::signaling::client::{ClientSettings, SocketIoSignaling};
 
@@ -34,6 +33,8 @@ pub struct Doorbell {
     pub events: broadcast::Sender<CallEvent>,
     /// Ends when the call loop has finished after `cancel`.
     pub task: JoinHandle<()>,
+    /// GPIO buttons: their pins and interrupt threads live as long as this.
+    _buttons: Vec<button::gpio::Button>,
 }
 
 pub async fn start(
@@ -46,6 +47,10 @@ pub async fn start(
         None => Arc::new(ConfiguredMedia::new(config).map_err(anyhow::Error::msg)?),
     };
     let (signaling_tx, signaling_events) = mpsc::channel(256);
+    // Not a child of `cancel`: see the call loop's task below. Until then a
+    // failed start closes it.
+    let signaling_cancel = CancellationToken::new();
+    let close_signaling_on_error = signaling_cancel.clone().drop_guard();
     let signaling = SocketIoSignaling::start(
         ClientSettings {
             url: config.signaling.url.clone(),
@@ -55,7 +60,7 @@ pub async fn start(
             reconnect_max: config.signaling.reconnect_max,
         },
         signaling_tx,
-        cancel.child_token(),
+        signaling_cancel.clone(),
     )
     .context("signaling")?;
     let (commands, command_rx) = mpsc::channel(32);
@@ -70,14 +75,32 @@ pub async fn start(
             cancel.child_token(),
         ));
     }
-    if options.stdin_button && config.button.sources.iter().any(|s| s == "stdin") {
-        tokio::spawn(button::stdin::run(commands.clone()));
-    }
-    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
-    if options.stdout_notifier && config.notify.stdout {
-        notifiers.push(Arc::new(StdoutNotifier));
+    let mut gpio_buttons = Vec::new();
+    for source in &config.button.sources {
+        match button::ButtonSpec::parse(source).map_err(anyhow::Error::msg)? {
+            button::ButtonSpec::Stdin => {
+                if options.stdin_button {
+                    tokio::spawn(button::stdin::run(commands.clone()));
+                }
+            }
+            button::ButtonSpec::Gpio(pin) => {
+                // A button that cannot be opened is a start-up error with the
+                // fix in it: an appliance without its button is not running.
+                let b =
+                    button::start_gpio(pin, config.button.debounce_settings(), commands.clone())?;
+                gpio_buttons.push(b);
+            }
+        }
     }
     let (events, _) = broadcast::channel(256);
+    let notifiers = notify::build(
+        config,
+        options.stdout_notifier,
+        media.clone(),
+        commands.clone(),
+        events.clone(),
+        cancel.child_token(),
+    )?;
     let engine = Engine {
         machine: config.machine(),
         signaling,
@@ -91,11 +114,28 @@ pub async fn start(
         commands: command_rx,
         events: events.clone(),
     };
-    let task = tokio::spawn(engine.run(cancel));
+    // The chime is a courtesy to the visitor: without it the bell still rings
+    // the owner, so a missing sound file or relay is logged, not fatal.
+    if let Err(e) = crate::chime::start(
+        &config.chime,
+        crate::chime::configured_speaker(config),
+        &events,
+        cancel.child_token(),
+    ) {
+        tracing::error!("chime: {e}; the doorbell runs without it (`doorbell check` explains)");
+    }
+    // The connection outlives the call loop, so a `bye` sent while shutting
+    // down still reaches the viewer; it closes when the loop is done.
+    close_signaling_on_error.disarm();
+    let task = tokio::spawn(async move {
+        engine.run(cancel).await;
+        signaling_cancel.cancel();
+    });
     Ok(Doorbell {
         commands,
         events,
         task,
+        _buttons: gpio_buttons,
     })
 }
 

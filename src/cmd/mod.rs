@@ -2,8 +2,10 @@
 //! arguments and config into the objects that do IO, and are the only place
 //! that prints to standard output.
 
+pub mod check;
 pub mod daemon;
 pub mod demo;
+pub mod devices;
 pub mod ring;
 pub mod run;
 pub mod serve;

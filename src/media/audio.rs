@@ -373,6 +373,34 @@ impl RemoteAudioInput {
 
 /// The dominant frequency of `pcm` by counting rising zero crossings; `None`
 /// for (near) silence. For tests and `doorbell check`.
+/// The share (0..1) of the signal's power near `hz` (a Hann-windowed Goertzel
+/// filter): about 1 for a pure tone at `hz`, near 0 when `hz` is absent. Unlike
+/// [`dominant_frequency`] it copes with harmonics and mixtures.
+pub fn power_share(pcm: &[i16], hz: f64) -> f64 {
+    let n = pcm.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * hz / f64::from(AUDIO_RATE);
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2, mut energy) = (0.0f64, 0.0f64, 0.0f64);
+    for (i, s) in pcm.iter().enumerate() {
+        let hann = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (n - 1) as f64).cos();
+        let x = f64::from(*s) * hann;
+        energy += x * x;
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    if energy == 0.0 {
+        return 0.0;
+    }
+    let magnitude = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    // A sine of amplitude A under a Hann window: |X|^2 = (A N / 4)^2, windowed
+    // energy = 3 A^2 N / 16, so the ratio below is 1 for a pure tone.
+    (3.0 * magnitude / (n as f64 * energy)).min(1.0)
+}
+
 pub fn dominant_frequency(pcm: &[i16]) -> Option<f64> {
     let rms =
         (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt();
@@ -392,6 +420,20 @@ pub fn rms(pcm: &[i16]) -> f64 {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn power_share_finds_a_tone_among_others() {
+        let mut a = vec![0i16; 4800];
+        Tone::new(659.0).fill(&mut a);
+        assert!(power_share(&a, 659.0) > 0.9, "{}", power_share(&a, 659.0));
+        assert!(power_share(&a, 523.0) < 0.01);
+        let mut b = vec![0i16; 4800];
+        Tone::new(1318.0).fill(&mut b);
+        let mix: Vec<i16> = a.iter().zip(&b).map(|(x, y)| x / 2 + y / 2).collect();
+        let share = power_share(&mix, 659.0);
+        assert!((0.4..0.6).contains(&share), "{share}");
+        assert_eq!(power_share(&[0; 100], 659.0), 0.0);
+    }
 
     #[test]
     fn tone_has_its_frequency_and_level() {

@@ -128,6 +128,74 @@ impl RateConverter {
     }
 }
 
+/// A sound card input or output as `doorbell devices` shows it.
+#[derive(Debug, Clone)]
+pub struct AudioDeviceInfo {
+    /// What to write after `device:` in the config.
+    pub name: String,
+    /// A longer description when the backend has one.
+    pub description: String,
+    /// Default rate and channels, or why they cannot be read.
+    pub format: Result<(u32, u16), String>,
+    pub is_default: bool,
+}
+
+/// Every input (`input = true`) or output the audio backend (ALSA) knows.
+pub fn list(input: bool) -> Result<Vec<AudioDeviceInfo>, MediaError> {
+    let host = cpal::default_host();
+    let default_id = if input {
+        host.default_input_device()
+    } else {
+        host.default_output_device()
+    }
+    .and_then(|d| d.id().ok())
+    .map(|i| i.id().to_string());
+    let devices = if input {
+        host.input_devices()
+    } else {
+        host.output_devices()
+    }
+    .map_err(|e| device_error("audio", e))?;
+    let mut out = Vec::new();
+    for d in devices {
+        let name = d.id().map(|i| i.id().to_string()).unwrap_or_default();
+        let description = d
+            .description()
+            .map(|x| x.name().to_string())
+            .unwrap_or_default();
+        let format = if input {
+            d.default_input_config()
+        } else {
+            d.default_output_config()
+        }
+        .map(|c| (c.sample_rate(), c.channels()))
+        .map_err(|e| e.to_string());
+        out.push(AudioDeviceInfo {
+            is_default: default_id.as_deref() == Some(name.as_str()),
+            name,
+            description,
+            format,
+        });
+    }
+    Ok(out)
+}
+
+/// What to do about a sound device that failed to open, from its error.
+pub fn hint(error: &str) -> &'static str {
+    let e = error.to_ascii_lowercase();
+    if e.contains("permission denied") {
+        "add the user to the audio group (sudo usermod -aG audio USER)"
+    } else if e.contains("busy") {
+        "another program holds the device; use a shared one (`default`, `pulse`, or a dmix/dsnoop PCM)"
+    } else if e.contains("no such") || e.contains("no default") || e.contains("not found") {
+        "`doorbell devices` lists the names to use; is the sound card plugged in?"
+    } else if e.contains("connection refused") || e.contains("pulse") {
+        "is the PulseAudio/PipeWire server of this user running?"
+    } else {
+        "see docs/hardware.md (Audio)"
+    }
+}
+
 /// Whether the default speaker can actually be opened (ALSA may name a
 /// `default` device on a machine with no sound card). The demo falls back to a
 /// WAV file when it cannot.
@@ -179,13 +247,17 @@ fn find_device(name: &str, input: bool) -> Result<cpal::Device, MediaError> {
 }
 
 /// A config close to what we want: the device's default rate and format, a
-/// fixed 20 ms buffer when the device allows it.
+/// fixed 40 ms period when the device allows it.
 fn stream_config(
     name: &str,
     supported: cpal::SupportedStreamConfig,
 ) -> (StreamConfig, SampleFormat) {
     let rate = supported.sample_rate();
-    let want = (rate / 50).max(64);
+    // 40 ms periods (cpal double-buffers: 80 ms in the device). 20 ms periods
+    // starve capture through ALSA's PulseAudio plugin (measured: 2 s of audio
+    // took 4 s to arrive, or none came for a second); 40 ms delivers in real
+    // time there and on plain ALSA hardware.
+    let want = (rate / 25).max(64);
     let buffer_size = match supported.buffer_size() {
         SupportedBufferSize::Range { min, max } if (*min..=*max).contains(&want) => {
             BufferSize::Fixed(want)
@@ -200,12 +272,40 @@ fn stream_config(
         }
     };
     let format = supported.sample_format();
+    tracing::debug!(
+        device = name,
+        rate,
+        range = ?supported.buffer_size(),
+        chosen = ?buffer_size,
+        "stream buffer"
+    );
     let config = StreamConfig {
         channels: supported.channels(),
         sample_rate: rate,
         buffer_size,
     };
     (config, format)
+}
+
+/// Whether a stream error ends the device. cpal's ALSA worker keeps the
+/// stream running after anything but a disconnection (it recovers xruns
+/// itself), and some errors are spurious: ALSA's PulseAudio plugin fails
+/// `snd_pcm_avail_delay` with EIO while the server has no timing information
+/// yet, right after opening (alsa-plugins issue 65). Those are logged, not
+/// fatal; a device that really stops delivering is caught by the capture
+/// timeout instead.
+fn is_fatal(e: &cpal::Error) -> bool {
+    use cpal::ErrorKind as K;
+    let fatal = matches!(e.kind(), K::DeviceNotAvailable | K::HostUnavailable);
+    if !fatal {
+        static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(std::time::Instant::now());
+            tracing::debug!("sound device hiccup (recovered): {e}");
+        }
+    }
+    fatal
 }
 
 /// Shared between the speaker's writer and its cpal callback.
@@ -318,7 +418,9 @@ fn output_stream<T: SizedSample + FromSample<f32>>(
                 }
             },
             move |e| {
-                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                if is_fatal(&e) {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                }
             },
             Some(Duration::from_secs(2)),
         )
@@ -379,6 +481,8 @@ pub struct DeviceSource {
     thread: Option<JoinHandle<()>>,
     chunk: Vec<f32>,
     converted: Vec<f32>,
+    /// The device has delivered audio at least once.
+    started: bool,
 }
 
 impl DeviceSource {
@@ -447,7 +551,12 @@ impl DeviceSource {
             thread: Some(thread),
             chunk: Vec::new(),
             converted: Vec::new(),
+            started: false,
         })
+    }
+
+    pub fn rate(&self) -> u32 {
+        self.rate
     }
 }
 
@@ -476,8 +585,11 @@ where
                 capture.arrived.notify_one();
             },
             move |e| {
-                *on_error.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                on_error.arrived.notify_one();
+                if is_fatal(&e) {
+                    *on_error.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(e.to_string());
+                    on_error.arrived.notify_one();
+                }
             },
             Some(Duration::from_secs(2)),
         )
@@ -494,10 +606,18 @@ impl AudioSource for DeviceSource {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
                 if samples.is_empty() {
+                    // A sound server may take a while to deliver the first
+                    // block (PulseAudio: 2 s for the first stream on a null
+                    // sink's monitor); after that, silence means trouble.
+                    let limit = if self.started {
+                        Duration::from_secs(2)
+                    } else {
+                        Duration::from_secs(5)
+                    };
                     let (s, timeout) = self
                         .capture
                         .arrived
-                        .wait_timeout(samples, Duration::from_secs(1))
+                        .wait_timeout(samples, limit)
                         .unwrap_or_else(|p| p.into_inner());
                     samples = s;
                     if let Some(e) = self
@@ -512,10 +632,14 @@ impl AudioSource for DeviceSource {
                     if timeout.timed_out() && samples.is_empty() {
                         return Err(device_error(
                             &self.name,
-                            "no audio from the device for 1 s (unplugged?)",
+                            format!(
+                                "no audio from the device for {} s (unplugged?)",
+                                limit.as_secs()
+                            ),
                         ));
                     }
                 }
+                self.started |= !samples.is_empty();
                 self.chunk.clear();
                 self.chunk.extend(samples.drain(..));
             }

@@ -11,13 +11,19 @@
 //! queued without bound.
 
 pub mod audio;
+pub mod convert;
 #[cfg(feature = "audio")]
 pub mod device;
+pub mod gain;
 pub mod h264;
 pub mod jitter;
+pub mod negotiate;
+pub mod snapshot;
 pub mod spec;
 pub mod stamp;
 pub mod testsrc;
+#[cfg(feature = "camera")]
+pub mod v4l2;
 pub mod video;
 pub mod wav;
 
@@ -128,6 +134,8 @@ pub struct ConfiguredMedia {
     video: VideoSpec,
     microphone: SourceSpec,
     speaker: SinkSpec,
+    speaker_volume: u32,
+    microphone_gain_db: f32,
     settings: h264::EncoderSettings,
 }
 
@@ -139,6 +147,8 @@ impl ConfiguredMedia {
             video: VideoSpec::parse(&v.source)?,
             microphone: SourceSpec::parse(&config.audio.microphone)?,
             speaker: SinkSpec::parse(&config.audio.speaker)?,
+            speaker_volume: config.audio.speaker_volume,
+            microphone_gain_db: config.audio.microphone_gain_db,
             settings: h264::EncoderSettings {
                 width: v.width as usize,
                 height: v.height as usize,
@@ -157,29 +167,63 @@ impl MediaOpener for ConfiguredMedia {
             VideoSpec::Testsrc => Some(Box::new(testsrc::TestPattern::new(
                 s.width, s.height, s.fps,
             ))),
+            VideoSpec::V4l2(path) => Some(open_camera(path, s)?),
             VideoSpec::None => None,
         })
     }
 
     fn microphone(&self) -> Result<Option<Box<dyn AudioSource>>, MediaError> {
-        Ok(match &self.microphone {
-            SourceSpec::Tone { hz } => Some(Box::new(audio::Tone::new(*hz))),
-            SourceSpec::Device(name) => Some(open_input(name)?),
-            SourceSpec::None => None,
-        })
+        let source: Box<dyn AudioSource> = match &self.microphone {
+            SourceSpec::Tone { hz } => Box::new(audio::Tone::new(*hz)),
+            SourceSpec::Device(name) => open_input(name)?,
+            SourceSpec::None => return Ok(None),
+        };
+        Ok(Some(gain::GainSource::wrap(
+            source,
+            self.microphone_gain_db,
+        )))
     }
 
     fn speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError> {
-        Ok(match &self.speaker {
-            SinkSpec::Wav(path) => Some(Box::new(wav::WavSink::create(path, call)?)),
-            SinkSpec::Device(name) => Some(open_output(name)?),
-            SinkSpec::None => None,
-        })
+        let sink: Box<dyn AudioSink> = match &self.speaker {
+            SinkSpec::Wav(path) => Box::new(wav::WavSink::create(path, call)?),
+            SinkSpec::Device(name) => {
+                // A chime still playing gives the device up first.
+                crate::chime::yield_speaker();
+                open_output(name)?
+            }
+            SinkSpec::None => return Ok(None),
+        };
+        Ok(Some(gain::VolumeSink::wrap(sink, self.speaker_volume)))
     }
 
     fn video_settings(&self) -> h264::EncoderSettings {
         self.settings.clone()
     }
+}
+
+#[cfg(feature = "camera")]
+fn open_camera(
+    path: &std::path::Path,
+    s: &h264::EncoderSettings,
+) -> Result<Box<dyn VideoSource>, MediaError> {
+    Ok(Box::new(v4l2::V4l2Camera::open(
+        path,
+        s.width as u32,
+        s.height as u32,
+        s.fps,
+    )?))
+}
+
+#[cfg(not(feature = "camera"))]
+fn open_camera(
+    path: &std::path::Path,
+    _: &h264::EncoderSettings,
+) -> Result<Box<dyn VideoSource>, MediaError> {
+    Err(MediaError::NotBuilt(
+        format!("camera {}", path.display()),
+        "camera",
+    ))
 }
 
 #[cfg(feature = "audio")]

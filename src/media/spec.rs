@@ -1,7 +1,8 @@
 //! Media source and sink names as they appear in the config, parsed.
 //!
-//! Sources and sinks are chosen by a URL-like string (`testsrc`, `tone:440`,
-//! `wav:/var/lib/doorbell/call-{call}.wav`, `default`, `device:NAME`, `none`),
+//! Sources and sinks are chosen by a URL-like string (`testsrc`,
+//! `v4l2:/dev/video0`, `tone:440`, `wav:/var/lib/doorbell/call-{call}.wav`,
+//! `default`, `device:NAME`, `none`),
 //! go2rtc style. Parsing is pure so `doorbell check` can reject a typo without
 //! touching a device.
 
@@ -13,6 +14,9 @@ pub enum VideoSpec {
     /// A generated moving pattern with a frame counter, the time and a
     /// machine-readable capture stamp (see `media::stamp`).
     Testsrc,
+    /// A V4L2 camera by device path: `/dev/video0`, or a stable name such as
+    /// `/dev/v4l/by-id/usb-046d_0825_...-video-index0` (see `doorbell devices`).
+    V4l2(PathBuf),
     /// No video: the call is audio only.
     None,
 }
@@ -47,11 +51,30 @@ impl VideoSpec {
         match s.trim() {
             "testsrc" => Ok(VideoSpec::Testsrc),
             "none" => Ok(VideoSpec::None),
-            other => Err(format!(
-                "{other:?} is not a video source (known: \"testsrc\", \"none\")"
-            )),
+            other => match other.strip_prefix("v4l2:") {
+                Some(path) => camera_path(other, path).map(VideoSpec::V4l2),
+                None => Err(format!(
+                    "{other:?} is not a video source (known: \"testsrc\", \"v4l2:/dev/videoN\", \"none\")"
+                )),
+            },
         }
     }
+}
+
+/// The device path of `v4l2:PATH`: absolute, and a name the kernel can take.
+fn camera_path(spec: &str, path: &str) -> Result<PathBuf, String> {
+    let path = path.trim();
+    if path.is_empty() {
+        return Err(format!(
+            "{spec:?}: give the camera, as in \"v4l2:/dev/video0\" (`doorbell devices` lists them)"
+        ));
+    }
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(format!(
+            "{spec:?}: the camera must be an absolute device path, as in \"v4l2:/dev/video0\""
+        ));
+    }
+    Ok(PathBuf::from(path))
 }
 
 impl SourceSpec {
@@ -142,6 +165,32 @@ mod tests {
             Ok(SinkSpec::Wav("/tmp/x-{call}.wav".into()))
         );
         assert_eq!(SinkSpec::parse("none"), Ok(SinkSpec::None));
+    }
+
+    #[test]
+    fn cameras_parse_by_path_or_stable_name() {
+        assert_eq!(
+            VideoSpec::parse("v4l2:/dev/video0"),
+            Ok(VideoSpec::V4l2("/dev/video0".into()))
+        );
+        assert_eq!(
+            VideoSpec::parse(" v4l2:/dev/v4l/by-id/usb-046d_0825_A1B2C3D4-video-index0 "),
+            Ok(VideoSpec::V4l2(
+                "/dev/v4l/by-id/usb-046d_0825_A1B2C3D4-video-index0".into()
+            ))
+        );
+        assert!(VideoSpec::parse("v4l2:")
+            .unwrap_err()
+            .contains("v4l2:/dev/video0"));
+        assert!(VideoSpec::parse("v4l2:video0")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(VideoSpec::parse("v4l2:/dev/video0\0")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(VideoSpec::parse("/dev/video0")
+            .unwrap_err()
+            .contains("v4l2:/dev/videoN"));
     }
 
     #[test]

@@ -222,6 +222,30 @@ pub async fn view_call(
     talk: Duration,
     tone_hz: f32,
 ) -> CallReport {
+    view_call_listening(
+        url,
+        room,
+        frames,
+        size,
+        talk,
+        tone_hz,
+        Duration::from_secs(1),
+    )
+    .await
+}
+
+/// [`view_call`], listening to at least `listen` of the doorbell's audio; the
+/// reported frequency is that of the second half of what was heard.
+pub async fn view_call_listening(
+    url: &str,
+    room: &str,
+    frames: usize,
+    size: (usize, usize),
+    talk: Duration,
+    tone_hz: f32,
+    listen: Duration,
+) -> CallReport {
+    let listen_samples = (listen.as_secs_f64() * 48_000.0) as usize;
     let mut sig = ViewerSignaling::connect(url).await;
     sig.send(Message::Join(room.to_string())).await;
     assert_eq!(
@@ -286,7 +310,7 @@ pub async fn view_call(
     let (mut decoded, mut sizes_ok) = (0usize, true);
     let deadline = Instant::now() + WAIT;
     let mut last_request = Instant::now();
-    while decoded < frames || heard.len() < 48_000 {
+    while decoded < frames || heard.len() < listen_samples {
         assert!(
             Instant::now() < deadline,
             "decoded {decoded} frames and {} audio samples in time",

@@ -1,0 +1,344 @@
+//! `doorbell check --config FILE`: validates the config, then opens every
+//! device it names (button, camera, microphone, speaker, chime, relay) and
+//! prints one line each: OK with what was found, or the reason and the fix.
+//! Exits non-zero when anything is wrong, so an install script or a person
+//! setting up the Pi sees every problem at once instead of one per restart.
+//!
+//! Devices are opened and closed at once; nothing rings and no call is made.
+//! Run it as the service user (`sudo -u doorbell doorbell check ...`) to see
+//! that user's permissions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::button::ButtonSpec;
+use crate::config::Config;
+use crate::media::spec::{SinkSpec, SourceSpec, VideoSpec};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file to check.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub what: &'static str,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ok(String),
+    /// Not configured: nothing to check.
+    Off(String),
+    Failed {
+        reason: String,
+        fix: String,
+    },
+}
+
+fn ok(what: &'static str, s: impl Into<String>) -> Line {
+    Line {
+        what,
+        outcome: Outcome::Ok(s.into()),
+    }
+}
+
+fn off(what: &'static str, s: impl Into<String>) -> Line {
+    Line {
+        what,
+        outcome: Outcome::Off(s.into()),
+    }
+}
+
+fn failed(what: &'static str, reason: impl Into<String>, fix: impl Into<String>) -> Line {
+    Line {
+        what,
+        outcome: Outcome::Failed {
+            reason: reason.into(),
+            fix: fix.into(),
+        },
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            print(&[failed(
+                "config",
+                e.to_string(),
+                "fix the file and run check again",
+            )]);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut lines = vec![ok("config", format!("{} is valid", args.config.display()))];
+    let devices = tokio::task::spawn_blocking(move || check_devices(&config)).await?;
+    lines.extend(devices);
+    print(&lines);
+    let problems = lines
+        .iter()
+        .filter(|l| matches!(l.outcome, Outcome::Failed { .. }))
+        .count();
+    if problems == 0 {
+        println!("all good");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{problems} problem{} (see docs/hardware.md)",
+            if problems == 1 { "" } else { "s" }
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn print(lines: &[Line]) {
+    for l in lines {
+        match &l.outcome {
+            Outcome::Ok(s) => println!("{:<10} OK    {s}", l.what),
+            Outcome::Off(s) => println!("{:<10} off   {s}", l.what),
+            Outcome::Failed { reason, fix } => {
+                println!("{:<10} FAIL  {reason}", l.what);
+                println!("{:<10}       fix: {fix}", "");
+            }
+        }
+    }
+}
+
+/// Opens each configured device in turn. Blocking.
+pub fn check_devices(config: &Config) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for source in &config.button.sources {
+        lines.push(check_button(source, config));
+    }
+    if config.button.sources.is_empty() {
+        lines.push(off(
+            "button",
+            "no button source; only `doorbell ring` presses",
+        ));
+    }
+    lines.push(check_camera(config));
+    lines.push(check_microphone(&config.audio.microphone));
+    lines.push(check_speaker(&config.audio.speaker));
+    lines.push(check_chime(config));
+    lines.push(check_relay(config));
+    lines
+}
+
+fn check_button(source: &str, config: &Config) -> Line {
+    match ButtonSpec::parse(source) {
+        Err(e) => failed("button", e, "see button.sources in docs/config.md"),
+        Ok(ButtonSpec::Stdin) => ok("button", "stdin: each line on standard input is a press"),
+        Ok(ButtonSpec::Gpio(pin)) => {
+            let (tx, _rx) = tokio::sync::mpsc::channel(1);
+            match crate::button::gpio::open_button(pin, config.button.active_low, tx) {
+                Ok((_button, high)) => {
+                    let pressed = high != config.button.active_low;
+                    ok(
+                        "button",
+                        format!(
+                            "gpio:{pin} opened, {} now",
+                            if pressed { "PRESSED" } else { "released" }
+                        ),
+                    )
+                }
+                Err(e) => failed("button", format!("gpio:{pin}: {}", e.reason), e.fix),
+            }
+        }
+    }
+}
+
+fn check_camera(config: &Config) -> Line {
+    let v = &config.video;
+    match VideoSpec::parse(&v.source) {
+        Err(e) => failed("camera", e, "see video.source in docs/config.md"),
+        Ok(VideoSpec::None) => off("camera", "video.source = \"none\": calls are audio only"),
+        Ok(VideoSpec::Testsrc) => ok(
+            "camera",
+            format!("testsrc: test pattern {}x{}@{}", v.width, v.height, v.fps),
+        ),
+        #[allow(unreachable_patterns)]
+        Ok(other) => camera_probe(&other, config),
+    }
+}
+
+#[cfg(feature = "camera")]
+fn camera_probe(spec: &VideoSpec, config: &Config) -> Line {
+    let v = &config.video;
+    match spec {
+        VideoSpec::V4l2(path) => match crate::media::v4l2::probe(path, v.width, v.height, v.fps) {
+            Ok(s) => ok("camera", format!("{}: {s}", path.display())),
+            Err(e) => failed("camera", format!("{}: {}", path.display(), e.reason), e.fix),
+        },
+        other => failed("camera", format!("{other:?} cannot be checked"), "-"),
+    }
+}
+
+#[cfg(not(feature = "camera"))]
+fn camera_probe(spec: &VideoSpec, _config: &Config) -> Line {
+    failed(
+        "camera",
+        format!("{spec:?}: this build has no camera support"),
+        "build with the `camera` cargo feature (on by default)",
+    )
+}
+
+fn check_microphone(spec: &str) -> Line {
+    match SourceSpec::parse(spec) {
+        Err(e) => failed("microphone", e, "see audio.microphone in docs/config.md"),
+        Ok(SourceSpec::None) => off(
+            "microphone",
+            "audio.microphone = \"none\": the viewer will not hear the door",
+        ),
+        Ok(SourceSpec::Tone { hz }) => ok("microphone", format!("tone at {hz} Hz")),
+        Ok(SourceSpec::Device(name)) => open_microphone(&name),
+    }
+}
+
+fn check_speaker(spec: &str) -> Line {
+    match SinkSpec::parse(spec) {
+        Err(e) => failed("speaker", e, "see audio.speaker in docs/config.md"),
+        Ok(SinkSpec::None) => off(
+            "speaker",
+            "audio.speaker = \"none\": the visitor will not hear the viewer",
+        ),
+        Ok(SinkSpec::Wav(path)) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let probe = dir.join(format!(".doorbell-check-{}", std::process::id()));
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .map(drop);
+            let _ = std::fs::remove_file(&probe);
+            match written {
+                Ok(()) => ok("speaker", format!("WAV files in {}", dir.display())),
+                Err(e) => failed(
+                    "speaker",
+                    format!("cannot write WAV files in {}: {e}", dir.display()),
+                    "create the directory and let the service user write there",
+                ),
+            }
+        }
+        Ok(SinkSpec::Device(name)) => open_speaker(&name),
+    }
+}
+
+#[cfg(feature = "audio")]
+fn open_microphone(name: &str) -> Line {
+    match crate::media::device::DeviceSource::open(name) {
+        Ok(d) => {
+            let rate = d.rate();
+            drop(d);
+            ok("microphone", format!("{name} opened ({rate} Hz)"))
+        }
+        Err(e) => {
+            let e = e.to_string();
+            let fix = crate::media::device::hint(&e);
+            failed("microphone", e, fix)
+        }
+    }
+}
+
+#[cfg(feature = "audio")]
+fn open_speaker(name: &str) -> Line {
+    match crate::media::device::DeviceSink::open(name) {
+        Ok(d) => {
+            let rate = d.rate();
+            drop(d);
+            ok("speaker", format!("{name} opened ({rate} Hz)"))
+        }
+        Err(e) => {
+            let e = e.to_string();
+            let fix = crate::media::device::hint(&e);
+            failed("speaker", e, fix)
+        }
+    }
+}
+
+#[cfg(not(feature = "audio"))]
+fn open_microphone(name: &str) -> Line {
+    failed(
+        "microphone",
+        format!("{name}: this build has no sound card support"),
+        "build with the `audio` cargo feature (on by default)",
+    )
+}
+
+#[cfg(not(feature = "audio"))]
+fn open_speaker(name: &str) -> Line {
+    failed(
+        "speaker",
+        format!("{name}: this build has no sound card support"),
+        "build with the `audio` cargo feature (on by default)",
+    )
+}
+
+fn check_chime(config: &Config) -> Line {
+    match crate::chime::load(&config.chime) {
+        Err(e) => failed("chime", e, "see chime.sound in docs/config.md"),
+        Ok(None) => off("chime", "chime.sound = \"none\""),
+        Ok(Some(pcm)) => {
+            let seconds = pcm.len() as f32 / crate::media::AUDIO_RATE as f32;
+            match SinkSpec::parse(&config.audio.speaker) {
+                Ok(SinkSpec::Device(name)) => ok(
+                    "chime",
+                    format!("{} ({seconds:.1} s) on {name}", config.chime.sound),
+                ),
+                _ => off(
+                    "chime",
+                    format!(
+                        "{} ({seconds:.1} s) loaded, but audio.speaker is not a sound card: nobody hears it",
+                        config.chime.sound
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+fn check_relay(config: &Config) -> Line {
+    match config.chime.relay_pin() {
+        Err(e) => failed("relay", e, "see chime.relay in docs/config.md"),
+        Ok(None) => off("relay", "no chime relay"),
+        Ok(Some(pin)) => match crate::button::gpio::Relay::open(pin, config.chime.relay_active_low)
+        {
+            Ok(_relay) => ok("relay", format!("gpio:{pin} opened (left off)")),
+            Err(e) => failed("relay", format!("gpio:{pin}: {}", e.reason), e.fix),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_sources_check_out_without_hardware() {
+        let config = Config::default();
+        let lines = check_devices(&config);
+        assert!(
+            lines
+                .iter()
+                .all(|l| !matches!(l.outcome, Outcome::Failed { .. })),
+            "{lines:#?}"
+        );
+        assert!(lines.iter().any(|l| l.what == "camera"
+            && matches!(&l.outcome, Outcome::Ok(s) if s.contains("test pattern"))));
+    }
+
+    #[test]
+    fn a_bad_relay_is_a_failed_line_not_a_panic() {
+        let mut config = Config::default();
+        config.chime.relay = "gpio:x".into();
+        let line = check_relay(&config);
+        assert!(matches!(line.outcome, Outcome::Failed { .. }), "{line:?}");
+    }
+}

@@ -1,0 +1,430 @@
+//! The Bot API as the doorbell uses it: the only module that imports teloxide.
+//!
+//! Six calls (getMe, sendPhoto, sendMessage, editMessageCaption,
+//! editMessageText, getUpdates) through teloxide's `Requester`, without its
+//! dispatcher: the doorbell runs its own loops so it decides about retries,
+//! backoff and shutdown. Every error leaves this module as an [`ApiError`]
+//! whose text has been through the token's redaction (teloxide's network
+//! errors quote the request URL, which holds the token) and says whether
+//! trying again can help.
+//!
+//! Things to know about teloxide 0.17 here: `Bot` derives `Debug` with the
+//! token in it, so it is never formatted; on an HTTP 5xx answer it waits 10 s
+//! before reporting the error (to spare an overloaded API), which our retries
+//! count as part of the attempt; its HTTP client times a request out after
+//! 17 s, which bounds every attempt and is why long polls ask for 10 s.
+//! TLS is native-tls with certificate verification on.
+
+use bytes::Bytes;
+use std::fmt;
+use std::time::Duration;
+use teloxide::payloads::setters::*;
+use teloxide::requests::Requester;
+use teloxide::types::{
+    AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
+    LinkPreviewOptions, Message, MessageId, ReplyParameters, UpdateKind,
+};
+use teloxide::{ApiError as TgError, Bot, RequestError};
+
+use crate::notify::retry::{Retry, Retryable};
+use crate::notify::secret::Secret;
+
+/// Error texts are cut to this many characters (an HTML error page is long).
+const MAX_ERROR_TEXT: usize = 300;
+
+/// A Bot API client for one token.
+#[derive(Clone)]
+pub struct Api {
+    bot: Bot,
+    token: Secret,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Api({}, token {})", self.bot.api_url(), self.token)
+    }
+}
+
+/// An inline URL button under a message.
+#[derive(Debug, Clone)]
+pub struct Button {
+    pub text: String,
+    pub url: reqwest::Url,
+}
+
+/// A message the bot sent, enough to edit it or reply to it later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub chat: i64,
+    pub id: i32,
+    /// A photo (its text is a caption) or a text message.
+    pub photo: bool,
+    /// The caption or text as sent.
+    pub text: String,
+}
+
+/// A message to the bot, as long polling delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub update_id: u32,
+    /// `None` for updates that are not messages.
+    pub chat: Option<i64>,
+    pub text: Option<String>,
+    /// When it was sent, Unix seconds.
+    pub date: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorKind {
+    /// Network, timeout, server error, unreadable answer: may work next time.
+    Transient,
+    /// Flood control: wait this long.
+    RetryAfter(Duration),
+    /// A request Telegram will refuse again (unknown chat, bot blocked, ...).
+    Permanent,
+    /// The token is wrong or revoked.
+    TokenRefused,
+    /// Telegram refused the inline button's URL (it wants public http(s) URLs).
+    ButtonRefused,
+    /// The group became a supergroup with this chat id.
+    Migrated(i64),
+    /// Another client is polling with this token, or a webhook is set.
+    Conflict,
+}
+
+/// A failed Bot API call; the text never contains the token.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl Retryable for ApiError {
+    fn retry(&self) -> Retry {
+        match self.kind {
+            ErrorKind::Transient | ErrorKind::Conflict => Retry::Yes,
+            ErrorKind::RetryAfter(d) => Retry::After(d),
+            ErrorKind::Permanent
+            | ErrorKind::TokenRefused
+            | ErrorKind::ButtonRefused
+            | ErrorKind::Migrated(_) => Retry::No,
+        }
+    }
+}
+
+fn no_preview() -> LinkPreviewOptions {
+    LinkPreviewOptions {
+        is_disabled: true,
+        url: None,
+        prefer_small_media: false,
+        prefer_large_media: false,
+        show_above_text: false,
+    }
+}
+
+fn keyboard(button: &Button) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new([[InlineKeyboardButton::url(
+        button.text.clone(),
+        button.url.clone(),
+    )]])
+}
+
+impl Api {
+    /// A client for `api_url` (`https://api.telegram.org`, or a self-hosted
+    /// Bot API server). Opens nothing yet.
+    pub fn new(token: Secret, api_url: &str) -> Result<Api, String> {
+        let url = reqwest::Url::parse(api_url.trim_end_matches('/'))
+            .map_err(|e| format!("notify.telegram.api_url {api_url:?}: {e}"))?;
+        if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "notify.telegram.api_url {api_url:?} is not an http(s) URL"
+            ));
+        }
+        let client = teloxide::net::default_reqwest_settings()
+            .build()
+            .map_err(|e| token.redact(&format!("cannot set up the HTTP client: {e}")))?;
+        let bot = Bot::with_client(token.expose(), client).set_api_url(url);
+        Ok(Api { bot, token })
+    }
+
+    /// `@username` of the bot (checks the token).
+    pub async fn me(&self) -> Result<String, ApiError> {
+        let me = self.bot.get_me().await.map_err(|e| self.error(e))?;
+        Ok(format!("@{}", me.user.username.as_deref().unwrap_or("?")))
+    }
+
+    pub async fn send_photo(
+        &self,
+        chat: i64,
+        jpeg: Bytes,
+        caption: &str,
+        button: Option<&Button>,
+    ) -> Result<Sent, ApiError> {
+        let photo = InputFile::memory(jpeg).file_name("door.jpg");
+        let mut request = self
+            .bot
+            .send_photo(ChatId(chat), photo)
+            .caption(caption.to_string());
+        if let Some(b) = button {
+            request = request.reply_markup(keyboard(b));
+        }
+        let message = request.await.map_err(|e| self.error(e))?;
+        Ok(sent(&message, true, caption))
+    }
+
+    /// A text message, link previews off (Telegram must not fetch the room
+    /// link: the room name is the call's only secret).
+    pub async fn send_text(
+        &self,
+        chat: i64,
+        text: &str,
+        button: Option<&Button>,
+        reply_to: Option<i32>,
+    ) -> Result<Sent, ApiError> {
+        let mut request = self
+            .bot
+            .send_message(ChatId(chat), text.to_string())
+            .link_preview_options(no_preview());
+        if let Some(b) = button {
+            request = request.reply_markup(keyboard(b));
+        }
+        if let Some(id) = reply_to {
+            let mut reply = ReplyParameters::new(MessageId(id));
+            // The owner may have deleted the ring message: send anyway.
+            reply.allow_sending_without_reply = Some(true);
+            request = request.reply_parameters(reply);
+        }
+        let message = request.await.map_err(|e| self.error(e))?;
+        Ok(sent(&message, false, text))
+    }
+
+    /// Replaces the caption or text of `message`; its button goes away.
+    pub async fn edit(&self, message: &Sent, text: &str) -> Result<(), ApiError> {
+        let (chat, id) = (ChatId(message.chat), MessageId(message.id));
+        let result = if message.photo {
+            self.bot
+                .edit_message_caption(chat, id)
+                .caption(text.to_string())
+                .await
+        } else {
+            self.bot
+                .edit_message_text(chat, id, text.to_string())
+                .link_preview_options(no_preview())
+                .await
+        };
+        match result {
+            Ok(_) | Err(RequestError::Api(TgError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Long polling: messages after `offset`, waiting up to `wait` for one.
+    pub async fn updates(&self, offset: i32, wait: Duration) -> Result<Vec<Incoming>, ApiError> {
+        let updates = self
+            .bot
+            .get_updates()
+            .offset(offset)
+            .timeout(wait.as_secs() as u32)
+            .allowed_updates([AllowedUpdate::Message])
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(updates
+            .into_iter()
+            .map(|u| match u.kind {
+                UpdateKind::Message(m) => Incoming {
+                    update_id: u.id.0,
+                    chat: Some(m.chat.id.0),
+                    text: m.text().map(str::to_string),
+                    date: m.date.timestamp(),
+                },
+                _ => Incoming {
+                    update_id: u.id.0,
+                    chat: None,
+                    text: None,
+                    date: 0,
+                },
+            })
+            .collect())
+    }
+
+    /// Our error for a teloxide one: classified, explained, redacted, short.
+    fn error(&self, e: RequestError) -> ApiError {
+        let (kind, text) = match &e {
+            RequestError::Api(api) => {
+                let kind = match api {
+                    TgError::InvalidToken => ErrorKind::TokenRefused,
+                    TgError::ButtonUrlInvalid | TgError::WrongHttpUrl => ErrorKind::ButtonRefused,
+                    TgError::TerminatedByOtherGetUpdates | TgError::CantGetUpdates => {
+                        ErrorKind::Conflict
+                    }
+                    TgError::Unknown(text) if !is_client_error(text) => ErrorKind::Transient,
+                    _ => ErrorKind::Permanent,
+                };
+                let text = match api {
+                    TgError::InvalidToken => {
+                        "Telegram refused the bot token (Unauthorized): check it (docs/telegram.md)"
+                            .to_string()
+                    }
+                    TgError::Unknown(text) => format!("Telegram answered: {text}"),
+                    other => format!("Telegram answered: {other}"),
+                };
+                (kind, text)
+            }
+            RequestError::RetryAfter(s) => (
+                ErrorKind::RetryAfter(s.duration()),
+                format!(
+                    "Telegram's flood control: retry after {} s",
+                    s.duration().as_secs()
+                ),
+            ),
+            RequestError::MigrateToChatId(id) => (
+                ErrorKind::Migrated(id.0),
+                format!("the group chat became a supergroup with chat id {}", id.0),
+            ),
+            RequestError::Network(inner) => (
+                ErrorKind::Transient,
+                format!("cannot reach the Bot API: {}", chain(inner.as_ref())),
+            ),
+            RequestError::InvalidJson { raw, .. } => (
+                ErrorKind::Transient,
+                format!(
+                    "the Bot API answered something else than its JSON (a proxy or server \
+                     error?): {}",
+                    raw.split_whitespace().collect::<Vec<_>>().join(" ")
+                ),
+            ),
+            RequestError::Io(inner) => (ErrorKind::Transient, format!("I/O error: {inner}")),
+        };
+        ApiError {
+            kind,
+            message: shorten(&self.token.redact(&text), MAX_ERROR_TEXT),
+        }
+    }
+}
+
+fn sent(message: &Message, photo: bool, text: &str) -> Sent {
+    Sent {
+        chat: message.chat.id.0,
+        id: message.id.0,
+        photo,
+        text: text.to_string(),
+    }
+}
+
+/// Telegram's descriptions of errors that a retry will not fix.
+fn is_client_error(description: &str) -> bool {
+    ["Bad Request", "Forbidden", "Unauthorized", "Not Found"]
+        .iter()
+        .any(|p| description.starts_with(p))
+}
+
+/// An error and its sources, each once.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "123456:CANARY-SECRET-TOKEN-xyz";
+
+    fn api() -> Api {
+        Api::new(Secret::new(TOKEN), "http://127.0.0.1:9/").unwrap()
+    }
+
+    #[test]
+    fn debug_shows_the_server_not_the_token() {
+        let text = format!("{:?}", api());
+        assert!(text.contains("127.0.0.1"), "{text}");
+        assert!(!text.contains("CANARY"), "{text}");
+    }
+
+    #[test]
+    fn bad_api_urls_are_refused() {
+        for url in ["", "api.telegram.org", "ftp://x", "mailto:x@y"] {
+            assert!(Api::new(Secret::new(TOKEN), url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_and_never_carry_the_token() {
+        let a = api();
+        let raw = format!("<html>\n<h1>502 Bad Gateway</h1> for /bot{TOKEN}/sendPhoto</html>");
+        let json_error = serde_json::from_str::<serde_json::Value>("<").unwrap_err();
+        let cases = [
+            (
+                RequestError::Api(TgError::InvalidToken),
+                ErrorKind::TokenRefused,
+            ),
+            (
+                RequestError::Api(TgError::ChatNotFound),
+                ErrorKind::Permanent,
+            ),
+            (
+                RequestError::Api(TgError::ButtonUrlInvalid),
+                ErrorKind::ButtonRefused,
+            ),
+            (
+                RequestError::Api(TgError::Unknown("Internal Server Error".into())),
+                ErrorKind::Transient,
+            ),
+            (
+                RequestError::Api(TgError::Unknown("Bad Request: something new".into())),
+                ErrorKind::Permanent,
+            ),
+            (
+                RequestError::Api(TgError::TerminatedByOtherGetUpdates),
+                ErrorKind::Conflict,
+            ),
+            (
+                RequestError::MigrateToChatId(ChatId(-100123)),
+                ErrorKind::Migrated(-100123),
+            ),
+            (
+                RequestError::InvalidJson {
+                    source: std::sync::Arc::new(json_error),
+                    raw: raw.into(),
+                },
+                ErrorKind::Transient,
+            ),
+        ];
+        for (error, kind) in cases {
+            let e = a.error(error);
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(!e.message.contains("CANARY"), "{e}");
+        }
+    }
+
+    #[test]
+    fn long_texts_are_shortened_on_a_character_boundary() {
+        assert_eq!(shorten("abc", 5), "abc");
+        assert_eq!(shorten("ééééé", 2), "éé...");
+    }
+}

@@ -1,0 +1,688 @@
+//! The owner's bot: commands over Telegram long polling.
+//!
+//! `/status` (idle or in a call, uptime, last ring), `/snapshot` (a photo
+//! now), `/ring` (rings like the button: tests the whole chain), `/history`
+//! (the last 10 rings since the doorbell started), `/help`.
+//!
+//! Only chats in `notify.telegram.chat_ids` are answered. Anyone can find a
+//! bot and write to it, so other chats are ignored and logged at info with
+//! their chat id (which is also how the owner finds theirs, see
+//! docs/telegram.md) and at most the command word, never the rest of the text.
+//! Commands sent while the doorbell was not polling (stopped, offline) are
+//! ignored when older than two minutes: a `/ring` from this morning must not
+//! ring tonight.
+//!
+//! The poller is a loop around one `getUpdates` at a time that races
+//! shutdown; when the API is down it backs off (1 s doubling to 60 s) rather
+//! than spin, and a refused token stops it with an error in the log. Nothing
+//! here can hold up a call: commands go to the call loop as [`Command`]s like
+//! any button.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::api::{Api, ErrorKind, Incoming};
+use super::{clock, day_and_clock, why, SNAPSHOT_LIMIT};
+use crate::call::driver::{Command, Status};
+use crate::call::machine::{EndReason, EventKind};
+use crate::events::CallEvent;
+use crate::media::{snapshot, unix_ms, MediaOpener};
+use crate::notify::retry::retry;
+
+/// How long one `getUpdates` waits for a message (below the client's 17 s).
+const POLL_WAIT: Duration = Duration::from_secs(10);
+/// Longest pause between polls while the API fails.
+const POLL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Older commands are ignored (seconds).
+const STALE_AFTER_S: i64 = 120;
+/// Replies are retried this long at most.
+const REPLY_RETRY: Duration = Duration::from_secs(10);
+/// How long the call loop gets to answer a command.
+const COMMAND_LIMIT: Duration = Duration::from_secs(5);
+
+const HELP: &str = "Commands:\n\
+/status - idle or in a call, uptime, last ring\n\
+/snapshot - a photo from the door now\n\
+/ring - ring like the button (tests the whole chain)\n\
+/history - the last 10 rings";
+
+/// What the bot needs.
+pub struct BotSettings {
+    pub chat_ids: Vec<i64>,
+    /// Answer commands (else only check the token at start).
+    pub commands: bool,
+    pub settle_frames: usize,
+}
+
+/// Starts the bot: a token check, then (when commands are on) the poller and
+/// the ring history. Everything stops on `cancel`.
+pub fn spawn(
+    api: Api,
+    settings: BotSettings,
+    media: Arc<dyn MediaOpener>,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Receiver<CallEvent>,
+    cancel: CancellationToken,
+) {
+    let history = Arc::new(Mutex::new(History::default()));
+    if settings.commands {
+        tokio::spawn(keep_history(events, history.clone(), cancel.clone()));
+    }
+    let bot = Arc::new(Bot {
+        api,
+        settings,
+        media,
+        commands,
+        history,
+        username: Mutex::new(None),
+    });
+    tokio::spawn(async move {
+        if !bot.check_token(&cancel).await {
+            return;
+        }
+        if bot.settings.commands {
+            bot.poll(cancel).await;
+        }
+    });
+}
+
+struct Bot {
+    api: Api,
+    settings: BotSettings,
+    media: Arc<dyn MediaOpener>,
+    commands: mpsc::Sender<Command>,
+    history: Arc<Mutex<History>>,
+    /// `@name` from getMe, to tell our commands from other bots' in groups.
+    username: Mutex<Option<String>>,
+}
+
+/// The commands the bot knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BotCommand {
+    Status,
+    Snapshot,
+    Ring,
+    History,
+    Help,
+    Unknown,
+}
+
+impl BotCommand {
+    /// `/status`, `/status@doorbell_bot extra words`, ... The second value is
+    /// the bot name after `@`, if any. `None` when `text` is no command.
+    pub fn parse(text: &str) -> Option<(BotCommand, Option<&str>)> {
+        let word = text.split_whitespace().next()?.strip_prefix('/')?;
+        let (name, bot) = match word.split_once('@') {
+            Some((name, bot)) => (name, Some(bot)),
+            None => (word, None),
+        };
+        let command = match name.to_ascii_lowercase().as_str() {
+            "status" => BotCommand::Status,
+            "snapshot" => BotCommand::Snapshot,
+            "ring" => BotCommand::Ring,
+            "history" => BotCommand::History,
+            "help" | "start" => BotCommand::Help,
+            _ => BotCommand::Unknown,
+        };
+        Some((command, bot))
+    }
+}
+
+/// The command word of a message for a log line: `/ring`, or `a message`.
+/// Never more of the text (it is someone else's).
+fn loggable_word(text: Option<&str>) -> String {
+    text.and_then(|t| t.split_whitespace().next())
+        .filter(|w| {
+            w.starts_with('/')
+                && w.len() <= 40
+                && w[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'@')
+        })
+        .map_or_else(|| "a message".to_string(), str::to_string)
+}
+
+impl Bot {
+    /// getMe until it works; false if the token is refused or on shutdown.
+    async fn check_token(&self, cancel: &CancellationToken) -> bool {
+        let mut failures = 0;
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                r = self.api.me() => r,
+            };
+            match result {
+                Ok(name) => {
+                    tracing::info!(
+                        "telegram: bot {name} ready; ring messages to {} chat(s); commands {}",
+                        self.settings.chat_ids.len(),
+                        if self.settings.commands { "on" } else { "off" }
+                    );
+                    *self.username.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(name.trim_start_matches('@').to_string());
+                    return true;
+                }
+                Err(e) if e.kind == ErrorKind::TokenRefused => {
+                    tracing::error!("telegram: {e}; ring messages and commands will fail");
+                    return false;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = poll_backoff(failures);
+                    tracing::warn!(
+                        "telegram: cannot check the bot (retrying in {} s): {e}",
+                        wait.as_secs()
+                    );
+                    tokio::select! {
+                        _ = cancel.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn poll(self: Arc<Self>, cancel: CancellationToken) {
+        let mut offset = 0i32;
+        let mut failures = 0u32;
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.api.updates(offset, POLL_WAIT) => r,
+            };
+            match result {
+                Ok(updates) => {
+                    if failures > 0 {
+                        tracing::info!("telegram: polling for commands works again");
+                    }
+                    failures = 0;
+                    for update in updates {
+                        offset = offset.max(
+                            i32::try_from(update.update_id)
+                                .unwrap_or(i32::MAX)
+                                .saturating_add(1),
+                        );
+                        self.clone().handle(update);
+                    }
+                }
+                Err(e) if e.kind == ErrorKind::TokenRefused => {
+                    tracing::error!("telegram: {e}; commands are off until the doorbell restarts");
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let mut wait = poll_backoff(failures);
+                    if let ErrorKind::RetryAfter(d) = e.kind {
+                        wait = wait.max(d);
+                    }
+                    let hint = if e.kind == ErrorKind::Conflict {
+                        " (only one program may poll a bot: is a second doorbell, or a curl \
+                         getUpdates, using this token? Or is a webhook set?)"
+                    } else {
+                        ""
+                    };
+                    tracing::warn!(
+                        "telegram: polling for commands failed, retrying in {} s: {e}{hint}",
+                        wait.as_secs()
+                    );
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks who wrote and when, then runs the command in its own task.
+    fn handle(self: Arc<Self>, update: Incoming) {
+        let Some(chat) = update.chat else {
+            tracing::debug!(
+                update = update.update_id,
+                "telegram: ignored an update that is no message"
+            );
+            return;
+        };
+        let word = loggable_word(update.text.as_deref());
+        if !self.settings.chat_ids.contains(&chat) {
+            tracing::info!(
+                chat,
+                "telegram: ignored {word} from chat {chat}, which is not in notify.telegram.chat_ids"
+            );
+            return;
+        }
+        let Some((command, addressee)) = update.text.as_deref().and_then(BotCommand::parse) else {
+            return;
+        };
+        let ours = self
+            .username
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let (Some(to), Some(me)) = (addressee, ours) {
+            if !to.eq_ignore_ascii_case(&me) {
+                return;
+            }
+        }
+        let age = unix_ms() as i64 / 1000 - update.date;
+        if age > STALE_AFTER_S {
+            tracing::info!(
+                chat,
+                "telegram: ignored {word} from chat {chat}: sent {age} s ago, while the doorbell was not listening"
+            );
+            return;
+        }
+        if command == BotCommand::Unknown && chat < 0 {
+            // In a group, other bots' commands are none of our business.
+            return;
+        }
+        tracing::info!(chat, "telegram: {word} from chat {chat}");
+        tokio::spawn(async move {
+            let reply = self.run(chat, command).await;
+            if let Some(text) = reply {
+                self.reply(chat, &text).await;
+            }
+        });
+    }
+
+    /// Carries out a command; the text reply, if it is not a photo.
+    async fn run(&self, chat: i64, command: BotCommand) -> Option<String> {
+        match command {
+            BotCommand::Status => Some(match self.status().await {
+                Some(status) => {
+                    let last = self.history().last().cloned();
+                    status_text(&status, last.as_ref())
+                }
+                None => "The doorbell did not answer in time.".into(),
+            }),
+            BotCommand::Snapshot => self.snapshot(chat).await,
+            BotCommand::Ring => {
+                let (tx, rx) = oneshot::channel();
+                let answer = match self.commands.send(Command::Ring { reply: Some(tx) }).await {
+                    Ok(()) => tokio::time::timeout(COMMAND_LIMIT, rx)
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    Err(_) => None,
+                };
+                Some(match answer {
+                    Some(a) if a.starts_with("ringing") => {
+                        "Ringing, like a press of the button: the ring message follows.".into()
+                    }
+                    Some(a) if a.starts_with("busy") => "Busy: a call is in progress.".into(),
+                    Some(a) => format!("The ring did not start: {a}."),
+                    None => "The doorbell did not answer in time.".into(),
+                })
+            }
+            BotCommand::History => Some(self.history().text()),
+            BotCommand::Help | BotCommand::Unknown => Some(HELP.into()),
+        }
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn status(&self) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Status { reply: tx })
+            .await
+            .ok()?;
+        tokio::time::timeout(COMMAND_LIMIT, rx).await.ok()?.ok()
+    }
+
+    /// Sends a photo now; a text reply when there is none.
+    async fn snapshot(&self, chat: i64) -> Option<String> {
+        let media = self.media.clone();
+        let settle = self.settings.settle_frames;
+        let work = tokio::task::spawn_blocking(move || snapshot::take(media.as_ref(), settle));
+        let failure = match tokio::time::timeout(SNAPSHOT_LIMIT, work).await {
+            Ok(Ok(Ok(Some(jpeg)))) => {
+                let caption = format!("At the door now ({}).", clock(unix_ms()));
+                let photo = bytes::Bytes::from(jpeg.data);
+                let label = format!("telegram: snapshot to chat {chat}");
+                let sent = retry(&label, REPLY_RETRY, || {
+                    self.api.send_photo(chat, photo.clone(), &caption, None)
+                })
+                .await;
+                if let Err(e) = sent {
+                    tracing::warn!("{label}: {e}");
+                }
+                return None;
+            }
+            Ok(Ok(Ok(None))) => {
+                return Some("There is no camera (video.source is \"none\").".into())
+            }
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "the camera gave no picture in {} s",
+                SNAPSHOT_LIMIT.as_secs()
+            ),
+        };
+        let busy = self.status().await.is_some_and(|s| s.state != "idle");
+        tracing::warn!("telegram: /snapshot failed: {failure}");
+        Some(if busy {
+            "The camera is busy with a call; try again when it is over.".into()
+        } else {
+            format!("No snapshot: {failure}.")
+        })
+    }
+
+    async fn reply(&self, chat: i64, text: &str) {
+        let label = format!("telegram: reply to chat {chat}");
+        if let Err(e) = retry(&label, REPLY_RETRY, || {
+            self.api.send_text(chat, text, None, None)
+        })
+        .await
+        {
+            tracing::warn!("{label}: {e}");
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s, ... 60 s.
+fn poll_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    (Duration::from_secs(1) * 2u32.pow(doublings)).min(POLL_BACKOFF_MAX)
+}
+
+fn status_text(status: &Status, last: Option<&Entry>) -> String {
+    let state = match status.state {
+        "idle" => "Idle.".to_string(),
+        "in_call" => "In a call.".to_string(),
+        "ending" => "Ending a call.".to_string(),
+        other => format!("Ringing ({}).", other.replace('_', " ")),
+    };
+    let up = status.uptime_s;
+    let uptime = if up < 3600 {
+        format!("{} min", up / 60)
+    } else if up < 86_400 {
+        format!("{} h {:02} min", up / 3600, up / 60 % 60)
+    } else {
+        format!("{} d {} h", up / 86_400, up / 3600 % 24)
+    };
+    let signaling = if status.signaling_up {
+        "connected"
+    } else {
+        "not connected"
+    };
+    let last = match last {
+        Some(e) => format!("Last ring: {}, {}.", day_and_clock(e.at_ms), e.outcome),
+        None => "No ring since the doorbell started.".into(),
+    };
+    format!("{state}\nUp {uptime}. Signaling server: {signaling}.\n{last}")
+}
+
+async fn keep_history(
+    mut events: broadcast::Receiver<CallEvent>,
+    history: Arc<Mutex<History>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(e) => history.lock().unwrap_or_else(|e| e.into_inner()).record(&e),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("telegram: {n} call events missed; /history may be incomplete")
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The last rings and how they ended, from the call events.
+#[derive(Debug, Default)]
+pub struct History {
+    rings: VecDeque<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub call: u64,
+    /// The `ringing` event's time, Unix ms.
+    pub at_ms: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Ringing,
+    Answered,
+    Missed,
+    Failed(EndReason),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ringing => f.write_str("in progress"),
+            Outcome::Answered => f.write_str("answered"),
+            Outcome::Missed => f.write_str("missed"),
+            Outcome::Failed(reason) => write!(f, "not answered: {}", why(*reason)),
+        }
+    }
+}
+
+impl History {
+    pub const KEEP: usize = 10;
+
+    pub fn record(&mut self, e: &CallEvent) {
+        let call = e.event.call;
+        match &e.event.kind {
+            EventKind::Ringing => {
+                self.rings.push_back(Entry {
+                    call,
+                    at_ms: e.ts,
+                    outcome: Outcome::Ringing,
+                });
+                while self.rings.len() > Self::KEEP {
+                    self.rings.pop_front();
+                }
+            }
+            EventKind::Answered | EventKind::Connected => {
+                if let Some(entry) = self.entry(call) {
+                    entry.outcome = Outcome::Answered;
+                }
+            }
+            EventKind::Ended { reason } => {
+                if let Some(entry) = self.entry(call).filter(|e| e.outcome == Outcome::Ringing) {
+                    entry.outcome = match reason {
+                        EndReason::Unanswered => Outcome::Missed,
+                        other => Outcome::Failed(*other),
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn entry(&mut self, call: u64) -> Option<&mut Entry> {
+        self.rings.iter_mut().rev().find(|e| e.call == call)
+    }
+
+    pub fn last(&self) -> Option<&Entry> {
+        self.rings.back()
+    }
+
+    /// Newest first, one line per ring.
+    pub fn text(&self) -> String {
+        if self.rings.is_empty() {
+            return "No ring since the doorbell started.".into();
+        }
+        let mut text = format!("The last {} ring(s), newest first:", self.rings.len());
+        for e in self.rings.iter().rev() {
+            text.push_str(&format!("\n{}: {}", day_and_clock(e.at_ms), e.outcome));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::machine::Event;
+
+    fn event(call: u64, ts: u64, kind: EventKind) -> CallEvent {
+        CallEvent {
+            event: Event {
+                call,
+                room: "r".into(),
+                kind,
+            },
+            ts,
+        }
+    }
+
+    #[test]
+    fn commands_parse_like_telegram_sends_them() {
+        assert_eq!(
+            BotCommand::parse("/status"),
+            Some((BotCommand::Status, None))
+        );
+        assert_eq!(
+            BotCommand::parse("/Snapshot@door_bot please"),
+            Some((BotCommand::Snapshot, Some("door_bot")))
+        );
+        assert_eq!(BotCommand::parse("/start"), Some((BotCommand::Help, None)));
+        assert_eq!(
+            BotCommand::parse("/ring now"),
+            Some((BotCommand::Ring, None))
+        );
+        assert_eq!(
+            BotCommand::parse("/history"),
+            Some((BotCommand::History, None))
+        );
+        assert_eq!(
+            BotCommand::parse("/what"),
+            Some((BotCommand::Unknown, None))
+        );
+        assert_eq!(BotCommand::parse("hello /status"), None);
+        assert_eq!(BotCommand::parse(""), None);
+    }
+
+    #[test]
+    fn logs_get_the_command_word_and_nothing_else() {
+        assert_eq!(loggable_word(Some("/ring my secret words")), "/ring");
+        assert_eq!(loggable_word(Some("my secret words")), "a message");
+        assert_eq!(loggable_word(Some("/ring\u{1b}[31m")), "a message");
+        assert_eq!(loggable_word(None), "a message");
+        let long = format!("/{}", "a".repeat(60));
+        assert_eq!(loggable_word(Some(&long)), "a message");
+    }
+
+    #[test]
+    fn polling_backs_off_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| poll_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn history_keeps_the_last_ten_rings_and_how_they_ended() {
+        let mut h = History::default();
+        assert_eq!(h.text(), "No ring since the doorbell started.");
+        for call in 1..=12u64 {
+            let ts = 1_700_000_000_000 + call * 60_000;
+            h.record(&event(call, ts, EventKind::Ringing));
+            h.record(&event(call, ts, EventKind::RoomCreated));
+            match call % 3 {
+                0 => {
+                    h.record(&event(call, ts, EventKind::Answered));
+                    h.record(&event(call, ts, EventKind::Connected));
+                    h.record(&event(
+                        call,
+                        ts,
+                        EventKind::Ended {
+                            reason: EndReason::ViewerLeft,
+                        },
+                    ));
+                }
+                1 => h.record(&event(
+                    call,
+                    ts,
+                    EventKind::Ended {
+                        reason: EndReason::Unanswered,
+                    },
+                )),
+                _ => h.record(&event(
+                    call,
+                    ts,
+                    EventKind::Ended {
+                        reason: EndReason::SignalingUnavailable,
+                    },
+                )),
+            }
+        }
+        h.record(&event(13, 1_700_000_900_000, EventKind::Ringing));
+        let outcomes: Vec<(u64, Outcome)> = h.rings.iter().map(|e| (e.call, e.outcome)).collect();
+        assert_eq!(outcomes.len(), History::KEEP);
+        assert_eq!(outcomes[0], (4, Outcome::Missed));
+        assert_eq!(
+            outcomes[1],
+            (5, Outcome::Failed(EndReason::SignalingUnavailable))
+        );
+        assert_eq!(
+            outcomes[2],
+            (6, Outcome::Answered),
+            "an answered call that ended stays answered"
+        );
+        assert_eq!(outcomes[9], (13, Outcome::Ringing));
+        let text = h.text();
+        assert!(
+            text.starts_with("The last 10 ring(s), newest first:"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert!(lines[0].ends_with("in progress"), "{text}");
+        assert!(lines[1].ends_with("answered"), "{text}");
+        assert!(
+            lines[2].ends_with("not answered: the signaling server could not be reached"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("missed"), "{text}");
+    }
+
+    #[test]
+    fn status_reads_like_a_sentence() {
+        let status = Status {
+            state: "waiting_viewer",
+            room: Some("secret-room".into()),
+            calls: 3,
+            signaling_up: true,
+            uptime_s: 2 * 3600 + 5 * 60,
+        };
+        let last = Entry {
+            call: 3,
+            at_ms: 1_700_000_000_000,
+            outcome: Outcome::Ringing,
+        };
+        let text = status_text(&status, Some(&last));
+        assert!(text.starts_with("Ringing (waiting viewer)."), "{text}");
+        assert!(
+            text.contains("Up 2 h 05 min. Signaling server: connected."),
+            "{text}"
+        );
+        assert!(text.contains("Last ring: "), "{text}");
+        assert!(
+            !text.contains("secret-room"),
+            "no room names in chats: {text}"
+        );
+        let idle = Status {
+            state: "idle",
+            signaling_up: false,
+            uptime_s: 42,
+            ..status
+        };
+        assert_eq!(
+            status_text(&idle, None),
+            "Idle.\nUp 0 min. Signaling server: not connected.\nNo ring since the doorbell started."
+        );
+    }
+}

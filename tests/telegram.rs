@@ -1,0 +1,771 @@
+//! The Telegram notifier, the owner's bot and the webhook, end to end: a real
+//! doorbell (our Socket.IO server on 127.0.0.1:0, the test pattern at
+//! 320x240) against a fake Bot API server (`common/fake_telegram.rs`) that
+//! answers like Telegram, fails or stalls on demand.
+//!
+//! All log output of this test binary, at trace level for the doorbell and the
+//! HTTP stack, goes into one buffer, so the tests can check what was logged,
+//! and that no bot token ever was.
+
+mod common;
+#[path = "common/fake_telegram.rs"]
+mod fake_telegram;
+
+use common::*;
+use fake_telegram::{Fail, FakeTelegram};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use doorbell::cmd::daemon;
+use doorbell::config::{Config, TelegramConfig, WebhookConfig};
+use doorbell::server::{self, Server, ServerSettings};
+
+const TOKEN: &str = "123456:TEST-TOKEN-abcdefghijklmnop";
+/// Tokens that must never show up in any log line or event of this binary.
+const CANARIES: [&str; 3] = [
+    "123456:CANARY-SECRET-TOKEN-xyz",
+    "654321:CANARY-SECRET-TOKEN-abc",
+    "777777:CANARY-SECRET-TOKEN-file",
+];
+
+// ---- logs -------------------------------------------------------------------
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("TEST_LOGS").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line of this process (the `log` crate's too) to the buffer.
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                "info,doorbell=trace,teloxide=trace,teloxide_core=trace,reqwest=trace,\
+                 hyper=trace,hyper_util=trace,webrtc=warn,webrtc_ice=warn,webrtc_srtp=warn,\
+                 webrtc_dtls=warn,webrtc_mdns=warn",
+            )
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .try_init()
+            .expect("this test binary sets the only subscriber");
+        buffer
+    });
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.get().expect("capture_logs first").lock().unwrap()).into_owned()
+}
+
+async fn until_logged(what: &str) {
+    let start = Instant::now();
+    while !logs().contains(what) {
+        assert!(start.elapsed() < WAIT, "{what:?} was not logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_no_token_in(text: &str, place: &str) {
+    for canary in CANARIES {
+        let key = canary.split_once(':').unwrap().1;
+        assert!(
+            !text.contains(key),
+            "the token {canary} appeared in {place}"
+        );
+        assert!(!text.contains(&canary.replace(':', "%3A")), "{place}");
+    }
+}
+
+// ---- set-up -----------------------------------------------------------------
+
+struct Setup {
+    config: Config,
+    server: Server,
+    tg: FakeTelegram,
+    _dir: tempfile::TempDir,
+    cancel: CancellationToken,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn token_file(dir: &Path, token: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("telegram-token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// A signaling server, a fake Bot API accepting `token`, and a loopback
+/// doorbell config with Telegram on for `chats`.
+async fn setup(token: &str, chats: &[i64]) -> Setup {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let server = server::start("127.0.0.1:0", ServerSettings::default(), cancel.clone())
+        .await
+        .unwrap();
+    let tg = FakeTelegram::start(token).await;
+    let mut config = loopback_config(&format!("http://{}", server.addr), dir.path());
+    config.notify.telegram = TelegramConfig {
+        enabled: true,
+        chat_ids: chats.to_vec(),
+        token_file: Some(token_file(dir.path(), token, 0o600)),
+        api_url: tg.url.clone(),
+        retry_for: Duration::from_secs(5),
+        ..TelegramConfig::default()
+    };
+    config.validate(Path::new("test")).expect("valid");
+    Setup {
+        config,
+        server,
+        tg,
+        _dir: dir,
+        cancel,
+    }
+}
+
+async fn start(config: &Config) -> Bell {
+    config.validate(Path::new("test")).expect("valid");
+    let bell = Bell::start(config).await;
+    bell.wait_connected().await;
+    bell
+}
+
+/// (width, height) of a JPEG, decoding all of it.
+fn jpeg_size(data: &[u8]) -> (usize, usize) {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    let mut decoder = zune_jpeg::JpegDecoder::new(ZCursor::new(data));
+    let pixels = decoder.decode().expect("a valid JPEG");
+    let info = decoder.info().unwrap();
+    let (w, h) = (usize::from(info.width), usize::from(info.height));
+    assert_eq!(pixels.len(), w * h * 3, "fully decoded");
+    (w, h)
+}
+
+fn button(call: &fake_telegram::Call) -> Value {
+    call.params["reply_markup"]["inline_keyboard"][0][0].clone()
+}
+
+fn link_of(event: &doorbell::events::CallEvent) -> String {
+    event.to_json()["link"].as_str().unwrap().to_string()
+}
+
+/// Checks that `HH:MM` follows `prefix` in `text`.
+fn has_time_after(text: &str, prefix: &str) -> bool {
+    text.split_once(prefix).is_some_and(|(_, rest)| {
+        let b = rest.as_bytes();
+        b.len() >= 5
+            && b[..2].iter().all(u8::is_ascii_digit)
+            && b[2] == b':'
+            && b[3..5].iter().all(u8::is_ascii_digit)
+    })
+}
+
+// ---- ring messages ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_sends_every_allowed_chat_a_jpeg_of_the_camera_with_the_link() {
+    let s = setup(TOKEN, &[111, 222]).await;
+    s.tg.set_chats(&[111, 222, 333]);
+    let mut bell = start(&s.config).await;
+
+    let pressed = Instant::now();
+    let reply = bell.ring().await;
+    assert!(reply.starts_with("ringing"), "{reply}");
+    let (notified, _) = bell.until("notified").await;
+    let link = link_of(&notified);
+
+    let photos = s.tg.wait_for("sendPhoto", 2, |_| true).await;
+    let chats: BTreeSet<i64> = photos.iter().map(|p| p.chat()).collect();
+    assert_eq!(
+        chats,
+        BTreeSet::from([111, 222]),
+        "each allowed chat, no other"
+    );
+    for p in &photos {
+        let jpeg = p.photo.as_ref().expect("a photo upload");
+        assert_eq!(jpeg_size(jpeg), (320, 240), "a JPEG of the camera's size");
+        let caption = p.str("caption");
+        assert!(caption.contains("Someone is at the door"), "{caption}");
+        assert!(
+            caption.contains(&link),
+            "the caption carries the link: {caption}"
+        );
+        assert_eq!(button(p), json!({"text": "Answer", "url": link}));
+    }
+    eprintln!(
+        "press -> photo upload at the API: {:?}",
+        photos.iter().map(|p| p.at - pressed).collect::<Vec<_>>()
+    );
+    assert!(s.tg.calls_of("sendMessage").is_empty(), "a photo, not text");
+    assert_no_token_in(&logs(), "the logs");
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_camera_the_ring_is_a_text_message_with_previews_off() {
+    let mut s = setup(TOKEN, &[111]).await;
+    s.config.video.source = "none".into();
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (notified, _) = bell.until("notified").await;
+    let link = link_of(&notified);
+    let texts = s.tg.wait_for("sendMessage", 1, |_| true).await;
+    let m = &texts[0];
+    assert_eq!(m.chat(), 111);
+    assert!(m.str("text").contains(&link), "{:?}", m.params);
+    assert_eq!(
+        m.params["link_preview_options"]["is_disabled"], true,
+        "Telegram must not fetch the room link"
+    );
+    assert_eq!(button(m), json!({"text": "Answer", "url": link}));
+    assert!(s.tg.calls_of("sendPhoto").is_empty());
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_edits_the_ring_message() {
+    let s = setup(TOKEN, &[111]).await;
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (notified, _) = bell.until("notified").await;
+    let link = link_of(&notified);
+    let photo = s.tg.wait_for("sendPhoto", 1, |_| true).await.remove(0);
+
+    let url = format!("http://{}", s.server.addr);
+    let report = view_call(
+        &url,
+        &room_of(&link),
+        10,
+        (320, 240),
+        Duration::from_secs(1),
+        1000.0,
+    )
+    .await;
+    assert!(report.decoded_frames >= 10, "{report:?}");
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "viewer_left");
+
+    let edits = s.tg.wait_for("editMessageCaption", 1, |_| true).await;
+    let edit = &edits[0];
+    assert_eq!(edit.chat(), 111);
+    assert_eq!(edit.params["message_id"].as_i64(), photo.message_id);
+    let caption = edit.str("caption");
+    assert!(caption.starts_with(&photo.str("caption")), "{caption}");
+    assert!(has_time_after(&caption, "Answered at "), "{caption}");
+    assert!(
+        edit.params.get("reply_markup").is_none(),
+        "the button goes: the room is taken"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.tg.calls_of("sendMessage").is_empty(),
+        "no missed-call reply for an answered call"
+    );
+    assert_eq!(s.tg.calls_of("editMessageCaption").len(), 1, "edited once");
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_call_gets_a_reply_with_the_time_and_loses_its_button() {
+    let mut s = setup(TOKEN, &[111]).await;
+    s.config.call.viewer_join_timeout = Duration::from_secs(1);
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "unanswered");
+    let photo = s.tg.wait_for("sendPhoto", 1, |_| true).await.remove(0);
+
+    let reply = s.tg.wait_for("sendMessage", 1, |_| true).await.remove(0);
+    assert_eq!(reply.chat(), 111);
+    assert_eq!(
+        reply.params["reply_parameters"]["message_id"].as_i64(),
+        photo.message_id,
+        "a reply to the ring message"
+    );
+    let text = reply.str("text");
+    assert!(has_time_after(&text, "Missed at "), "{text}");
+    assert_eq!(reply.params["link_preview_options"]["is_disabled"], true);
+
+    let edit =
+        s.tg.wait_for("editMessageCaption", 1, |_| true)
+            .await
+            .remove(0);
+    assert!(
+        edit.str("caption").ends_with("Missed."),
+        "{:?}",
+        edit.params
+    );
+    assert!(
+        edit.params.get("reply_markup").is_none(),
+        "the dead link's button goes"
+    );
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_without_a_server_still_tells_the_owner() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let tg = FakeTelegram::start(TOKEN).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut config = loopback_config(&url, dir.path());
+    config.notify.telegram = TelegramConfig {
+        enabled: true,
+        chat_ids: vec![111],
+        token_file: Some(token_file(dir.path(), TOKEN, 0o600)),
+        api_url: tg.url.clone(),
+        ..TelegramConfig::default()
+    };
+    config.validate(Path::new("test")).unwrap();
+    let mut bell = Bell::start(&config).await;
+    bell.ring().await;
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "signaling_unavailable");
+    let p = tg.wait_for("sendPhoto", 1, |_| true).await.remove(0);
+    let caption = p.str("caption");
+    assert!(caption.contains("no call could be set up"), "{caption}");
+    assert!(p.params.get("reply_markup").is_none(), "no link, no button");
+    assert_eq!(jpeg_size(p.photo.as_ref().unwrap()), (320, 240));
+    bell.stop().await;
+}
+
+/// Telegram refuses inline buttons with links it considers unusable (a
+/// `localhost` or LAN viewer link): the ring must still go out, link in text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_answer_button_still_delivers_the_link_in_the_caption() {
+    let s = setup(TOKEN, &[111]).await;
+    s.tg.fail(
+        "sendPhoto",
+        Fail::api(400, "Bad Request: BUTTON_URL_INVALID"),
+        1,
+    );
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (notified, _) = bell.until("notified").await;
+    let link = link_of(&notified);
+    let tries = s.tg.wait_for("sendPhoto", 2, |_| true).await;
+    assert!(tries[0].params.get("reply_markup").is_some());
+    assert!(
+        tries[1].params.get("reply_markup").is_none(),
+        "sent again without it"
+    );
+    assert!(tries[1].str("caption").contains(&link));
+    until_logged("Telegram refused the Answer button").await;
+    bell.stop().await;
+}
+
+// ---- the API failing --------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_after_the_bound_and_the_reason_is_logged() {
+    let mut s = setup(TOKEN, &[111]).await;
+    s.config.notify.telegram.retry_for = Duration::from_secs(2);
+    s.tg.fail_always("sendPhoto", Fail::flood(1));
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (error, seen) = bell.until("error").await;
+    let what = error.to_json()["what"].as_str().unwrap().to_string();
+    assert!(what.contains("telegram"), "{what}");
+    assert!(what.contains("flood control"), "the reason: {what}");
+    assert!(!names(&seen).contains(&"notified"), "{:?}", names(&seen));
+    let attempts = s.tg.calls_of("sendPhoto").len();
+    assert!((2..=3).contains(&attempts), "{attempts} attempts in 2 s");
+    assert!(
+        logs().contains("retry after 1 s"),
+        "failed attempts are logged"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        s.tg.calls_of("sendPhoto").len(),
+        attempts,
+        "no attempt after the bound"
+    );
+    assert_eq!(
+        bell.status().await.state,
+        "waiting_viewer",
+        "the ring went on without its message"
+    );
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5s_api_stall_does_not_delay_the_join() {
+    let s = setup(TOKEN, &[111]).await;
+    s.tg.stall("sendPhoto", Duration::from_secs(5));
+    let mut bell = start(&s.config).await;
+    let pressed = Instant::now();
+    bell.ring().await;
+    let (_, before) = bell.until("room_created").await;
+    let joined = pressed.elapsed();
+    assert_eq!(names(&before), ["ringing", "room_created"]);
+    assert!(
+        joined < Duration::from_secs(1),
+        "room created {joined:?} after the press"
+    );
+    s.tg.wait_for("sendPhoto", 1, |_| true).await;
+    assert_eq!(bell.status().await.state, "waiting_viewer");
+    let (_, _) = bell.until("notified").await;
+    let notified = pressed.elapsed();
+    assert!(
+        notified >= Duration::from_secs(5),
+        "the message really was stalled ({notified:?})"
+    );
+    bell.stop().await;
+}
+
+/// An HTML 502 page from a proxy that quotes the request path (with the
+/// token); teloxide waits 10 s before it reports a 5xx, so this test is slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_from_a_proxy_is_retried_and_its_page_is_logged_without_the_token() {
+    let canary = CANARIES[0];
+    let mut s = setup(canary, &[111]).await;
+    s.config.notify.telegram.retry_for = Duration::from_secs(20);
+    s.tg.fail("sendPhoto", Fail::BadGateway, 1);
+    s.tg.fail_always("getUpdates", Fail::BadGateway);
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (_, seen) = bell.until("notified").await;
+    assert_eq!(
+        s.tg.calls_of("sendPhoto").len(),
+        2,
+        "one 502, then delivered"
+    );
+    until_logged("502 Bad Gateway").await;
+    let text = logs();
+    assert!(
+        text.contains("upstream failed for /bot[redacted]/SendPhoto"),
+        "the page was logged, redacted"
+    );
+    assert_no_token_in(&text, "the logs");
+    for e in &seen {
+        assert_no_token_in(&e.to_json().to_string(), "the events");
+    }
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_appears_in_logs_when_the_api_is_unreachable() {
+    let canary = CANARIES[1];
+    let mut s = setup(canary, &[111]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    s.config.notify.telegram.api_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    s.config.notify.telegram.retry_for = Duration::from_secs(1);
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (error, seen) = bell.until("error").await;
+    let what = error.to_json()["what"].as_str().unwrap().to_string();
+    assert!(what.contains("cannot reach the Bot API"), "{what}");
+    assert!(what.contains("Connection refused"), "the reason: {what}");
+    until_logged("telegram: cannot check the bot").await;
+    assert_no_token_in(&logs(), "the logs");
+    for e in &seen {
+        assert_no_token_in(&e.to_json().to_string(), "the events");
+    }
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_others_can_read_stops_the_start_with_the_fix() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = loopback_config("http://127.0.0.1:9", dir.path());
+    config.notify.telegram = TelegramConfig {
+        enabled: true,
+        chat_ids: vec![111],
+        token_file: Some(token_file(dir.path(), CANARIES[2], 0o644)),
+        ..TelegramConfig::default()
+    };
+    let cancel = CancellationToken::new();
+    let e = match daemon::start(&config, daemon::Options::default(), cancel.clone()).await {
+        Ok(_) => panic!("started with a token file everyone can read"),
+        Err(e) => format!("{e:#}"),
+    };
+    cancel.cancel();
+    assert!(e.contains("chmod 600"), "{e}");
+    assert!(e.contains("0644"), "{e}");
+    assert_no_token_in(&e, "the error");
+    assert_no_token_in(&logs(), "the logs");
+}
+
+// ---- several notifiers ------------------------------------------------------
+
+/// A webhook receiver: (headers, JSON body) of every POST.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/hook/{secret}",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let store = store.clone();
+                async move {
+                    store.lock().unwrap().push((headers, body));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hook/SECRET-HOOK-ID",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_notifiers_one_failing_does_not_stop_the_others() {
+    let mut s = setup(TOKEN, &[111, 222]).await;
+    s.tg.set_chats(&[111]);
+    let (hook, got) = webhook_receiver().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/hook/OTHER-SECRET", dead.local_addr().unwrap());
+    drop(dead);
+    s.config.notify.webhook = vec![
+        WebhookConfig {
+            url: dead_url,
+            retry_for: Duration::ZERO,
+            ..WebhookConfig::default()
+        },
+        WebhookConfig {
+            url: hook,
+            headers: [("X-Doorbell".to_string(), "test".to_string())].into(),
+            ..WebhookConfig::default()
+        },
+    ];
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (notified, _) = bell.until("notified").await;
+    let link = link_of(&notified);
+
+    let posts = got.lock().unwrap().clone();
+    assert_eq!(posts.len(), 1);
+    let (headers, body) = &posts[0];
+    assert_eq!(headers["x-doorbell"], "test");
+    assert_eq!(body["event"], "ring");
+    assert_eq!(body["link"], link.as_str());
+    assert_eq!(body["call"], 1);
+    let photos = s.tg.wait_for("sendPhoto", 2, |_| true).await;
+    assert_eq!(
+        photos.iter().filter(|p| p.message_id.is_some()).count(),
+        1,
+        "chat 111 got it"
+    );
+    until_logged("notifier failed: webhook http://127.0.0.1").await;
+    until_logged("chat 222: Telegram answered: Bad Request: chat not found").await;
+    let text = logs();
+    assert!(
+        !text.contains("SECRET-HOOK-ID") && !text.contains("OTHER-SECRET"),
+        "webhook paths stay out of logs"
+    );
+    bell.stop().await;
+}
+
+// ---- the owner's bot --------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_answers_status_snapshot_ring_and_history() {
+    let mut s = setup(TOKEN, &[111]).await;
+    s.config.call.viewer_join_timeout = Duration::from_secs(1);
+    let mut bell = start(&s.config).await;
+    s.tg.wait_for("getUpdates", 1, |_| true).await;
+    let to_111 = |text: &'static str| {
+        move |c: &fake_telegram::Call| c.chat() == 111 && c.str("text").contains(text)
+    };
+
+    s.tg.push_message(111, "/status");
+    let status =
+        s.tg.wait_for("sendMessage", 1, to_111("Up "))
+            .await
+            .remove(0);
+    let text = status.str("text");
+    assert!(text.starts_with("Idle."), "{text}");
+    assert!(text.contains("Signaling server: connected."), "{text}");
+    assert!(
+        text.contains("No ring since the doorbell started."),
+        "{text}"
+    );
+
+    s.tg.push_message(111, "/snapshot");
+    let photo =
+        s.tg.wait_for("sendPhoto", 1, |c| {
+            c.str("caption").starts_with("At the door now")
+        })
+        .await
+        .remove(0);
+    assert_eq!(photo.chat(), 111);
+    assert_eq!(jpeg_size(photo.photo.as_ref().unwrap()), (320, 240));
+    assert!(photo.params.get("reply_markup").is_none());
+
+    s.tg.push_message(111, "/ring");
+    s.tg.wait_for(
+        "sendMessage",
+        1,
+        to_111("Ringing, like a press of the button"),
+    )
+    .await;
+    let (notified, _) = bell.until("notified").await;
+    let ring =
+        s.tg.wait_for("sendPhoto", 1, |c| {
+            c.str("caption").contains("Someone is at the door")
+        })
+        .await
+        .remove(0);
+    assert_eq!(button(&ring)["url"], link_of(&notified).as_str());
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "unanswered");
+
+    s.tg.push_message(111, "/history");
+    let history =
+        s.tg.wait_for("sendMessage", 1, to_111("newest first"))
+            .await
+            .remove(0);
+    let text = history.str("text");
+    assert!(text.contains("The last 1 ring(s)"), "{text}");
+    assert!(text.trim_end().ends_with("missed"), "{text}");
+
+    s.tg.push_message(111, &format!("/help@{}", fake_telegram::BOT_USERNAME));
+    s.tg.wait_for("sendMessage", 1, to_111("/snapshot - a photo"))
+        .await;
+    s.tg.push_message(111, "/status@some_other_bot");
+    s.tg.push_message(111, "/status");
+    s.tg.wait_for("sendMessage", 2, to_111("Up ")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.tg.calls_of("sendMessage")
+            .iter()
+            .filter(|c| c.str("text").contains("Up "))
+            .count(),
+        2,
+        "a command for another bot is not ours"
+    );
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_chats_are_ignored_and_logged_without_their_text() {
+    let s = setup(TOKEN, &[111]).await;
+    let mut bell = start(&s.config).await;
+    s.tg.wait_for("getUpdates", 1, |_| true).await;
+    s.tg.push_message(999, "/ring my secret words");
+    s.tg.push_message(998, "hello, these are private words");
+    s.tg.push_message(111, "/status");
+    s.tg.wait_for("sendMessage", 1, |c| c.chat() == 111).await;
+    until_logged("ignored /ring from chat 999, which is not in notify.telegram.chat_ids").await;
+    until_logged("ignored a message from chat 998").await;
+    let text = logs();
+    assert!(
+        !text.contains("secret words") && !text.contains("private words"),
+        "no message text in logs"
+    );
+    assert!(s
+        .tg
+        .calls()
+        .iter()
+        .all(|c| c.params.get("chat_id").is_none_or(|id| id == 111)));
+    assert!(
+        bell.events.try_recv().is_err(),
+        "no ring from a stranger's /ring"
+    );
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_while_the_doorbell_was_off_are_ignored() {
+    let s = setup(TOKEN, &[111]).await;
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 3600;
+    s.tg.push_message_sent_at(111, "/ring", an_hour_ago);
+    let mut bell = start(&s.config).await;
+    s.tg.push_message(111, "/status");
+    s.tg.wait_for("sendMessage", 1, |c| c.str("text").starts_with("Idle."))
+        .await;
+    until_logged("ignored /ring from chat 111: sent 36").await;
+    assert!(s.tg.calls_of("sendPhoto").is_empty());
+    assert!(
+        bell.events.try_recv().is_err(),
+        "the old /ring did not ring"
+    );
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_backs_off_while_the_api_fails_rings_still_work_and_cancel_stops_it() {
+    let s = setup(TOKEN, &[111]).await;
+    s.tg.fail_always(
+        "getUpdates",
+        Fail::api(
+            409,
+            "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+        ),
+    );
+    let mut bell = start(&s.config).await;
+    let started = Instant::now();
+    bell.ring().await;
+    bell.until("notified").await;
+    s.tg.wait_for("sendPhoto", 1, |_| true).await;
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(started.elapsed())).await;
+    let polls = s.tg.calls_of("getUpdates").len();
+    assert!(
+        (2..=4).contains(&polls),
+        "{polls} polls in 3 s: backing off, not spinning"
+    );
+    until_logged("only one program may poll a bot").await;
+
+    s.tg.heal("getUpdates");
+    s.tg.push_message(111, "/status");
+    s.tg.wait_for("sendMessage", 1, |c| c.str("text").contains("Up "))
+        .await;
+    until_logged("polling for commands works again").await;
+
+    bell.stop().await;
+    let polls = s.tg.calls_of("getUpdates").len();
+    s.tg.push_message(111, "/status");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        s.tg.calls_of("getUpdates").len(),
+        polls,
+        "no polling after shutdown"
+    );
+    let answers = s.tg.calls_of("sendMessage");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|c| c.str("text").contains("Up "))
+            .count(),
+        1,
+        "no answer after shutdown"
+    );
+}
