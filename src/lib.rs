@@ -35,3 +35,4 @@ pub mod peer;
 pub mod sdp;
 pub mod server;
 pub mod signaling;
+pub mod systemd;

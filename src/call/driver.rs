@@ -94,7 +94,7 @@ impl Engine {
         let (signaling_out, outgoing) = mpsc::channel::<Message>(64);
         let (feedback, mut inputs) = mpsc::channel::<Input>(256);
         let (answered, mut sessions) = mpsc::channel(4);
-        tokio::spawn(send_in_order(signaling, outgoing, feedback.clone()));
+        let sender = tokio::spawn(send_in_order(signaling, outgoing, feedback.clone()));
         let mut lp = Loop {
             machine: CallMachine::new(machine),
             signaling_out,
@@ -157,6 +157,15 @@ impl Engine {
         }
         if let Some(s) = lp.session.take() {
             s.close().await;
+        }
+        // Let the last messages (the `bye` of a call cut by shutdown) leave
+        // before the caller closes the connection.
+        drop(lp);
+        if tokio::time::timeout(Duration::from_secs(1), sender)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last signaling messages were not sent within 1 s");
         }
     }
 }
