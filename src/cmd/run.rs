@@ -75,19 +75,19 @@ async fn supervise(
         .unwrap_or(Duration::from_secs(2));
     let started = Instant::now();
     let (mut ready, mut last_status) = (false, String::new());
-    let mut interval = tokio::time::interval(Duration::from_millis(200).min(tick));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_ping = Instant::now();
     loop {
+        // Look often until ready (a quick READY), then once per ping.
+        let pause = if ready {
+            tick
+        } else {
+            Duration::from_millis(200).min(tick)
+        };
         tokio::select! {
             _ = cancel.cancelled() => {
                 sd.tell("STOPPING=1\nSTATUS=stopping: hanging up any call");
                 return;
             }
-            _ = interval.tick() => {}
-        }
-        if ready && last_ping.elapsed() < tick {
-            continue;
+            _ = tokio::time::sleep(pause) => {}
         }
         let (reply, answer) = oneshot::channel();
         let status = match commands.try_send(Command::Status { reply }) {
@@ -101,7 +101,6 @@ async fn supervise(
             tracing::warn!("the call loop did not answer a status request in time");
             continue; // no ping: systemd's watchdog decides
         };
-        last_ping = Instant::now();
         let text = describe(&status);
         if !ready && (status.signaling_up || started.elapsed() >= READY_WAIT) {
             ready = true;

@@ -116,3 +116,19 @@ pub fn build(
     }
     Ok(notifiers)
 }
+
+/// An error and its sources, each once (HTTP client errors repeat their
+/// source in their own text).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -145,17 +145,7 @@ fn describe(e: reqwest::Error) -> String {
         "the request failed"
     };
     let e = e.without_url();
-    let mut text = format!("{what}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+    format!("{what}: {}", super::error_chain(&e))
 }
 
 /// `https://host:port` of a URL (no user, path or query).

@@ -291,7 +291,10 @@ impl Api {
             ),
             RequestError::Network(inner) => (
                 ErrorKind::Transient,
-                format!("cannot reach the Bot API: {}", chain(inner.as_ref())),
+                format!(
+                    "cannot reach the Bot API: {}",
+                    crate::notify::error_chain(inner.as_ref())
+                ),
             ),
             RequestError::InvalidJson { raw, .. } => (
                 ErrorKind::Transient,
@@ -324,21 +327,6 @@ fn is_client_error(description: &str) -> bool {
     ["Bad Request", "Forbidden", "Unauthorized", "Not Found"]
         .iter()
         .any(|p| description.starts_with(p))
-}
-
-/// An error and its sources, each once.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// At most `max` characters, with an ellipsis when cut.
