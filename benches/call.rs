@@ -197,8 +197,8 @@ async fn main() {
     let sig = SocketIoSignaling::start(
         ClientSettings {
             url: url.clone(),
-            ca_file: None,
-            insecure_skip_verify: false,
+            engine_io: Default::default(),
+            trust: Default::default(),
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(1),
         },

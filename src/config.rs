@@ -15,6 +15,8 @@ use crate::button::ButtonSpec;
 use crate::call::machine::{MachineConfig, PressDuringCall, Timeouts};
 use crate::chime::ChimeSound;
 use crate::media::spec::{SinkSpec, SourceSpec, VideoSpec};
+use crate::signaling::client::{ClientSettings, EngineIo};
+use crate::signaling::tls::{Fingerprint, TrustSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -56,8 +58,15 @@ pub struct SignalingConfig {
     /// The link the owner gets; `{room}` is replaced by the room name. Empty:
     /// `<url>/?room={room}`.
     pub viewer_link: String,
+    /// Which Engine.IO protocol the server speaks: found out per connection
+    /// (`auto`), or `3` / `4`.
+    pub engine_io: EngineIo,
     /// PEM file with the CA or self-signed certificate to trust for `https`.
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints of the exact server certificate(s) to trust,
+    /// instead of CAs and names (the original design's CN-only certificate).
+    #[serde(deserialize_with = "one_or_many")]
+    pub pin_sha256: Vec<String>,
     /// Skip TLS certificate verification. Logged as a warning at every start.
     pub insecure_skip_verify: bool,
     /// Reconnect backoff bounds.
@@ -72,7 +81,9 @@ impl Default for SignalingConfig {
         Self {
             url: "http://127.0.0.1:8080".into(),
             viewer_link: String::new(),
+            engine_io: EngineIo::Auto,
             ca_file: None,
+            pin_sha256: Vec::new(),
             insecure_skip_verify: false,
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
@@ -81,6 +92,21 @@ impl Default for SignalingConfig {
 }
 
 impl SignalingConfig {
+    /// What the signaling client gets.
+    pub fn client_settings(&self) -> ClientSettings {
+        ClientSettings {
+            url: self.url.clone(),
+            engine_io: self.engine_io,
+            trust: TrustSettings {
+                ca_file: self.ca_file.clone(),
+                pin_sha256: self.pin_sha256.clone(),
+                insecure_skip_verify: self.insecure_skip_verify,
+            },
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+        }
+    }
+
     /// The link template in effect.
     pub fn link_template(&self) -> String {
         if self.viewer_link.is_empty() {
@@ -571,6 +597,30 @@ impl Config {
                 "must contain {room} where the room name goes".into(),
             ));
         }
+        for pin in &s.pin_sha256 {
+            Fingerprint::parse(pin).map_err(|e| invalid("signaling.pin_sha256", e))?;
+        }
+        if !s.pin_sha256.is_empty() {
+            let clash = if s.insecure_skip_verify {
+                Some("signaling.insecure_skip_verify")
+            } else if s.ca_file.is_some() {
+                Some("signaling.ca_file")
+            } else {
+                None
+            };
+            if let Some(other) = clash {
+                return Err(invalid(
+                    "signaling.pin_sha256",
+                    format!("cannot be combined with {other}: a pin already says exactly which certificate to trust"),
+                ));
+            }
+            if !s.url.starts_with("https://") {
+                return Err(invalid(
+                    "signaling.pin_sha256",
+                    "is only used with an https:// signaling.url (this one is not encrypted at all)".into(),
+                ));
+            }
+        }
         if s.reconnect_min.is_zero() || s.reconnect_min > s.reconnect_max {
             return Err(invalid(
                 "signaling.reconnect_min",
@@ -709,6 +759,20 @@ impl Config {
             link_template: self.signaling.link_template(),
         }
     }
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(s) => vec![s],
+        Raw::Many(v) => v,
+    })
 }
 
 /// A level, or comma-separated `level` / `target=level` directives.
@@ -851,6 +915,15 @@ mod tests {
             ("[audio]\nspeaker = \"wav:\"", "audio.speaker"),
             ("[button]\nsources = [\"gpoi:17\"]", "button.sources"),
             ("[log]\nlevel = \"loud!\"", "log.level"),
+            ("[signaling]\nengine_io = \"5\"", "engine_io"),
+            (
+                "[signaling]\nurl = \"https://x\"\npin_sha256 = \"12:34\"",
+                "signaling.pin_sha256",
+            ),
+            (
+                "[signaling]\nurl = \"http://x\"\npin_sha256 = \"00\"",
+                "signaling.pin_sha256",
+            ),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err().to_string();
@@ -872,6 +945,30 @@ mod tests {
         for bad in ["", "loud!", "info,=debug", "doorbell"] {
             assert!(!valid_log_filter(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn engine_io_and_pins_read_like_people_write_them() {
+        let pin = "AB:".repeat(31) + "AB";
+        let c = parse(&format!(
+            "[signaling]\nurl = \"https://10.0.0.2:8443\"\nengine_io = \"3\"\npin_sha256 = \"{pin}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.signaling.engine_io, EngineIo::V3);
+        assert_eq!(c.signaling.pin_sha256, std::slice::from_ref(&pin));
+        let c = parse(&format!(
+            "[signaling]\nurl = \"https://x\"\nengine_io = 4\npin_sha256 = [\"{pin}\", \"{pin}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.signaling.engine_io, EngineIo::V4);
+        assert_eq!(c.signaling.pin_sha256.len(), 2);
+        let e = parse(&format!(
+            "[signaling]\nurl = \"https://x\"\ninsecure_skip_verify = true\npin_sha256 = \"{pin}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot be combined"), "{e}");
+        assert_eq!(parse("").unwrap().signaling.engine_io, EngineIo::Auto);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! `doorbell check --config FILE`: validates the config, then opens every
-//! device it names (button, camera, microphone, speaker, chime, relay) and
-//! prints one line each: OK with what was found, or the reason and the fix.
+//! `doorbell check --config FILE`: validates the config, connects to the
+//! signaling server once (what it speaks, whether its certificate is trusted
+//! and why), then opens every device the config names (button, camera,
+//! microphone, speaker, chime, relay) and prints one line each: OK with what
+//! was found, or the reason and the fix.
 //! Exits non-zero when anything is wrong, so an install script or a person
 //! setting up the Pi sees every problem at once instead of one per restart.
 //!
@@ -14,6 +16,7 @@ use std::process::ExitCode;
 use crate::button::ButtonSpec;
 use crate::config::Config;
 use crate::media::spec::{SinkSpec, SourceSpec, VideoSpec};
+use crate::signaling::client::{probe, ClientSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,8 +80,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let mut lines = vec![ok("config", format!("{} is valid", args.config.display()))];
-    let devices = tokio::task::spawn_blocking(move || check_devices(&config)).await?;
-    lines.extend(devices);
+    let settings = config.signaling.client_settings();
+    let devices = tokio::task::spawn_blocking(move || check_devices(&config));
+    lines.push(check_signaling(&settings).await);
+    lines.extend(devices.await?);
     print(&lines);
     let problems = lines
         .iter()
@@ -106,6 +111,38 @@ fn print(lines: &[Line]) {
                 println!("{:<10}       fix: {fix}", "");
             }
         }
+    }
+}
+
+/// How long the signaling check may take (TCP, TLS, Engine.IO, Socket.IO;
+/// with `auto`, up to four attempts).
+const SIGNALING_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connects to the signaling server once and disconnects.
+pub async fn check_signaling(settings: &ClientSettings) -> Line {
+    let url = settings.url.clone();
+    match tokio::time::timeout(SIGNALING_CHECK_LIMIT, probe(settings)).await {
+        Ok(Ok(found)) => ok("signaling", format!("{url}: {}", found.describe())),
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            // TLS errors carry their own fix.
+            match message.split_once(" Fix: ") {
+                Some((reason, fix)) => failed("signaling", format!("{url}: {reason}"), fix.trim_end_matches('.')),
+                None => failed(
+                    "signaling",
+                    format!("{url}: {message}"),
+                    "is the server running and reachable from here? (signaling.url; docs/install.md)",
+                ),
+            }
+        }
+        Err(_) => failed(
+            "signaling",
+            format!(
+                "{url}: no answer within {} s",
+                SIGNALING_CHECK_LIMIT.as_secs()
+            ),
+            "is the server running and reachable from here? (signaling.url; docs/install.md)",
+        ),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::events::CallEvent;
 use crate::media::{ConfiguredMedia, MediaOpener};
 use crate::notify;
 use crate::peer::PeerSettings;
-use crate::signaling::client::{ClientSettings, SocketIoSignaling};
+use crate::signaling::client::SocketIoSignaling;
 
 #[derive(Default)]
 pub struct Options {
@@ -52,13 +52,7 @@ pub async fn start(
     let signaling_cancel = CancellationToken::new();
     let close_signaling_on_error = signaling_cancel.clone().drop_guard();
     let signaling = SocketIoSignaling::start(
-        ClientSettings {
-            url: config.signaling.url.clone(),
-            ca_file: config.signaling.ca_file.clone(),
-            insecure_skip_verify: config.signaling.insecure_skip_verify,
-            reconnect_min: config.signaling.reconnect_min,
-            reconnect_max: config.signaling.reconnect_max,
-        },
+        config.signaling.client_settings(),
         signaling_tx,
         signaling_cancel.clone(),
     )

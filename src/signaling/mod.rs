@@ -1,12 +1,18 @@
 //! Signaling: the room protocol's messages, and the connections that carry them.
 //!
 //! [`protocol`] is pure data. [`client`] talks Socket.IO to a real server (ours
-//! or the original design's). [`memory`] is an in-process stand-in with the same
-//! trait, for tests that run on a simulated clock.
+//! or the original design's, in either protocol generation), over
+//! [`transport`] (WebSocket or long-polling, TCP or [`tls`]), with the pure
+//! codecs [`engineio`] and [`socketio`]. [`memory`] is an in-process stand-in
+//! with the same trait, for tests that run on a simulated clock.
 
 pub mod client;
+pub mod engineio;
 pub mod memory;
 pub mod protocol;
+pub mod socketio;
+pub mod tls;
+pub mod transport;
 
 use base64::Engine;
 use futures_util::future::BoxFuture;
@@ -31,8 +37,12 @@ pub enum SignalingError {
     NotConnected,
     #[error("sending {0} failed")]
     Send(String),
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    /// Settings that can never work (bad URL, CA file or pin).
+    #[error("{0}")]
+    Settings(String),
+    /// The server could not be reached or refused us, with the cause.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// Sends room protocol messages. Incoming ones arrive as [`SignalingEvent`]s on
