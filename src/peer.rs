@@ -23,6 +23,7 @@ use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
 use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
@@ -47,6 +48,7 @@ use crate::call::machine::PeerState;
 use crate::config::IceServer;
 use crate::media::audio::{RemoteAudio, RemoteAudioInput};
 use crate::sdp;
+use crate::signaling::protocol::IceCandidate;
 
 /// The profile every browser decodes: Constrained Baseline, level 3.1.
 pub const H264_FMTP: &str =
@@ -278,6 +280,58 @@ async fn set_local_and_gather(
     Ok((sdp, complete))
 }
 
+/// The offer says what the viewer sends; the answer says what we accept.
+/// We never take video (a page that sends its camera gets `sendonly` for
+/// the section carrying ours, `inactive` for any other), and we take audio on
+/// the first audio section only. Runs after the offer is set, when every
+/// section has its transceiver.
+async fn settle_directions(pc: &RTCPeerConnection, plan: MediaPlan) {
+    let mut audio_seen = false;
+    for t in pc.get_transceivers().await {
+        if t.mid().is_none() {
+            continue;
+        }
+        let ours = t.sender().await.track().await.is_some();
+        let current = t.direction();
+        let wanted = match t.kind() {
+            RTPCodecType::Video if ours => RTCRtpTransceiverDirection::Sendonly,
+            RTPCodecType::Audio if !audio_seen => {
+                audio_seen = true;
+                RTCRtpTransceiverDirection::from_send_recv(
+                    ours && current.has_send(),
+                    plan.receive_audio && current.has_recv(),
+                )
+            }
+            _ => RTCRtpTransceiverDirection::Inactive,
+        };
+        if wanted != current {
+            tracing::debug!(kind = %t.kind(), from = %current, to = %wanted, "answer direction");
+            t.set_direction(wanted).await;
+        }
+    }
+}
+
+/// Adds the viewer's trickled candidates until the call moves on.
+async fn add_candidates(
+    pc: std::sync::Weak<RTCPeerConnection>,
+    mut candidates: mpsc::Receiver<IceCandidate>,
+) {
+    while let Some(c) = candidates.recv().await {
+        let Some(pc) = pc.upgrade() else { return };
+        let line = c.candidate.trim_start_matches("a=").to_string();
+        let init = RTCIceCandidateInit {
+            candidate: line,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+        };
+        match pc.add_ice_candidate(init).await {
+            Ok(()) => tracing::debug!("added a candidate the viewer trickled"),
+            Err(e) => tracing::info!("a candidate the viewer trickled was not usable: {e}"),
+        }
+    }
+}
+
 /// The doorbell's side of a call.
 pub struct AnswerPeer {
     pc: Arc<RTCPeerConnection>,
@@ -296,19 +350,36 @@ pub struct Answer {
     pub notes: Vec<String>,
 }
 
+/// What [`AnswerPeer::negotiate`] sets up.
+struct Negotiated {
+    video: Option<Arc<TrackLocalStaticSample>>,
+    audio: Option<Arc<TrackLocalStaticSample>>,
+    sdp: String,
+    gathering_complete: bool,
+}
+
+/// What the answer to one offer needs besides the offer itself.
+pub struct AnswerInputs {
+    pub gather_cap: Duration,
+    /// What we can send.
+    pub have_video: bool,
+    pub have_microphone: bool,
+    pub events: mpsc::Sender<PeerEvent>,
+    /// Where the viewer's audio packets go.
+    pub remote_audio: Option<RemoteAudioInput>,
+    /// Candidates the viewer trickles after its offer.
+    pub candidates: mpsc::Receiver<IceCandidate>,
+}
+
 impl AnswerPeer {
-    /// Answers `offer_sdp` without trickle. `remote_audio` receives the viewer's
-    /// audio packets; `have_video`/`have_microphone` say what we can send.
+    /// Answers `offer_sdp` without trickle.
     pub async fn answer(
         settings: &PeerSettings,
         offer_sdp: &str,
-        gather_cap: Duration,
-        have_video: bool,
-        have_microphone: bool,
-        events: mpsc::Sender<PeerEvent>,
-        remote_audio: Option<RemoteAudioInput>,
+        inputs: AnswerInputs,
     ) -> Result<Answer, PeerError> {
-        let (plan, notes) = MediaPlan::from_offer(offer_sdp, have_video, have_microphone);
+        let (plan, notes) =
+            MediaPlan::from_offer(offer_sdp, inputs.have_video, inputs.have_microphone);
         if sdp::media_sections(offer_sdp)
             .iter()
             .all(|s| s.kind != "audio" && s.kind != "video")
@@ -329,27 +400,18 @@ impl AnswerPeer {
         )
         .await?;
         let inbound = Arc::new(AtomicU64::new(0));
-        let result = Self::negotiate(
-            &pc,
-            offer,
-            plan,
-            gather_cap,
-            events,
-            remote_audio,
-            inbound.clone(),
-        )
-        .await;
+        let result = Self::negotiate(&pc, offer, plan, inputs, inbound.clone()).await;
         match result {
-            Ok((video, audio, sdp, gathering_complete)) => Ok(Answer {
+            Ok(n) => Ok(Answer {
                 peer: AnswerPeer {
                     pc,
-                    video,
-                    audio,
+                    video: n.video,
+                    audio: n.audio,
                     inbound,
                     plan,
                 },
-                sdp,
-                gathering_complete,
+                sdp: n.sdp,
+                gathering_complete: n.gathering_complete,
                 notes,
             }),
             Err(e) => {
@@ -359,25 +421,23 @@ impl AnswerPeer {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     async fn negotiate(
         pc: &Arc<RTCPeerConnection>,
         offer: RTCSessionDescription,
         plan: MediaPlan,
-        gather_cap: Duration,
-        events: mpsc::Sender<PeerEvent>,
-        remote_audio: Option<RemoteAudioInput>,
+        inputs: AnswerInputs,
         inbound: Arc<AtomicU64>,
-    ) -> Result<
-        (
-            Option<Arc<TrackLocalStaticSample>>,
-            Option<Arc<TrackLocalStaticSample>>,
-            String,
-            bool,
-        ),
-        PeerError,
-    > {
+    ) -> Result<Negotiated, PeerError> {
+        let AnswerInputs {
+            gather_cap,
+            events,
+            remote_audio,
+            candidates,
+            ..
+        } = inputs;
         forward_state(pc, events.clone());
+        // Tracks first, so that setting the offer binds them to its sections;
+        // the directions are settled once the offer is set.
         let mut video = None;
         if plan.send_video {
             let track = local_track(&h264_codec(), "video");
@@ -416,32 +476,53 @@ impl AnswerPeer {
             });
             audio = Some(track);
         }
-        pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+        {
             let inbound = inbound.clone();
-            let remote_audio = remote_audio.clone();
-            tokio::spawn(async move {
-                let is_audio = track.kind() == RTPCodecType::Audio;
-                while let Ok((packet, _)) = track.read_rtp().await {
-                    inbound.fetch_add(1, Ordering::Relaxed);
-                    if let (true, Some(out)) = (is_audio, remote_audio.as_ref()) {
-                        out.push(RemoteAudio {
-                            sequence: packet.header.sequence_number,
-                            payload: packet.payload,
-                        });
+            pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+                let inbound = inbound.clone();
+                let remote_audio = remote_audio.clone();
+                tokio::spawn(async move {
+                    let is_audio = track.kind() == RTPCodecType::Audio;
+                    while let Ok((packet, _)) = track.read_rtp().await {
+                        inbound.fetch_add(1, Ordering::Relaxed);
+                        if let (true, Some(out)) = (is_audio, remote_audio.as_ref()) {
+                            out.push(RemoteAudio {
+                                sequence: packet.header.sequence_number,
+                                payload: packet.payload,
+                            });
+                        }
                     }
-                }
-            });
+                });
+                Box::pin(async {})
+            }));
+        }
+        // Some pages open a data channel before their offer (the original
+        // design's does): accept it, so their SCTP association comes up
+        // cleanly, and drop what they say on it.
+        pc.on_data_channel(Box::new(|channel| {
+            tracing::debug!(
+                label = channel.label(),
+                "the viewer opened a data channel; its messages are not used"
+            );
+            channel.on_message(Box::new(|_| Box::pin(async {})));
             Box::pin(async {})
         }));
         pc.set_remote_description(offer)
             .await
             .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        settle_directions(pc, plan).await;
+        tokio::spawn(add_candidates(Arc::downgrade(pc), candidates));
         let answer = pc
             .create_answer(None)
             .await
             .map_err(|e| PeerError::BadOffer(format!("cannot answer it: {e}")))?;
-        let (sdp, complete) = set_local_and_gather(pc, answer, gather_cap).await?;
-        Ok((video, audio, sdp, complete))
+        let (sdp, gathering_complete) = set_local_and_gather(pc, answer, gather_cap).await?;
+        Ok(Negotiated {
+            video,
+            audio,
+            sdp,
+            gathering_complete,
+        })
     }
 
     pub fn plan(&self) -> MediaPlan {
@@ -503,7 +584,14 @@ pub struct VideoUnit {
 #[derive(Debug, Clone, Copy)]
 pub struct ViewerOptions {
     pub receive_video: bool,
+    /// Offer to send a camera too (the original design's page does).
+    pub send_video: bool,
+    /// Have an audio section at all.
+    pub audio: bool,
     pub send_audio: bool,
+    /// Open a data channel before the offer (some versions of the original
+    /// design's page do).
+    pub data_channel: bool,
     /// List VP8 before H.264, as Chromium does.
     pub vp8_first: bool,
 }
@@ -512,7 +600,10 @@ impl Default for ViewerOptions {
     fn default() -> Self {
         Self {
             receive_video: true,
+            send_video: false,
+            audio: true,
             send_audio: true,
+            data_channel: false,
             vp8_first: true,
         }
     }
@@ -552,7 +643,23 @@ impl ViewerPeer {
         let pc = new_connection(settings, codecs, false).await?;
         let (event_tx, events) = mpsc::channel(64);
         forward_state(&pc, event_tx);
-        if options.receive_video {
+        if options.send_video {
+            let direction = if options.receive_video {
+                RTCRtpTransceiverDirection::Sendrecv
+            } else {
+                RTCRtpTransceiverDirection::Sendonly
+            };
+            let track = local_track(&h264_codec(), "viewer-video");
+            pc.add_transceiver_from_track(
+                track as Arc<dyn TrackLocal + Send + Sync>,
+                Some(RTCRtpTransceiverInit {
+                    direction,
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .map_err(webrtc_err)?;
+        } else if options.receive_video {
             pc.add_transceiver_from_kind(
                 RTPCodecType::Video,
                 Some(RTCRtpTransceiverInit {
@@ -563,7 +670,14 @@ impl ViewerPeer {
             .await
             .map_err(webrtc_err)?;
         }
-        let audio = if options.send_audio {
+        if options.data_channel {
+            pc.create_data_channel("chat", None)
+                .await
+                .map_err(webrtc_err)?;
+        }
+        let audio = if !options.audio {
+            None
+        } else if options.send_audio {
             let track = local_track(&opus_codec(), "viewer-audio");
             let sender = pc
                 .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)

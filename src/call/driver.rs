@@ -20,7 +20,7 @@ use crate::events::CallEvent;
 use crate::media::MediaOpener;
 use crate::notify::{Notifier, Ring};
 use crate::peer::PeerSettings;
-use crate::signaling::protocol::Message;
+use crate::signaling::protocol::{IceCandidate, Message};
 use crate::signaling::{random_room, Signaling, SignalingEvent};
 
 /// What buttons and the control socket can ask.
@@ -60,6 +60,9 @@ pub struct Engine {
     pub events: broadcast::Sender<CallEvent>,
 }
 
+/// Trickled candidates waiting for the peer.
+const CANDIDATE_QUEUE: usize = 64;
+
 /// How long the notifiers get before the ring is reported as not notified.
 const NOTIFY_LIMIT: Duration = Duration::from_secs(60);
 
@@ -74,6 +77,8 @@ struct Loop {
     session: Option<Session>,
     /// Sessions delivered by answer tasks: (epoch, session, answer SDP).
     answered: mpsc::Sender<(Epoch, Session, String)>,
+    /// Where the viewer's trickled candidates go, for the peer of that epoch.
+    candidates: Option<(Epoch, mpsc::Sender<IceCandidate>)>,
     started: Instant,
     calls: u64,
 }
@@ -105,6 +110,7 @@ impl Engine {
             feedback,
             session: None,
             answered,
+            candidates: None,
             started: Instant::now(),
             calls: 0,
         };
@@ -313,7 +319,14 @@ impl Loop {
                 epoch,
                 offer,
                 gather_timeout,
+                candidates,
             } => {
+                // Bounded like every queue here; a browser trickles a handful.
+                let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
+                for c in candidates {
+                    let _ = candidate_tx.try_send(c);
+                }
+                self.candidates = Some((epoch, candidate_tx));
                 let call = self.calls;
                 let media = self.media.clone();
                 let peer = self.peer.clone();
@@ -329,6 +342,7 @@ impl Loop {
                         gather_timeout,
                         media,
                         peer,
+                        candidate_rx,
                         feedback.clone(),
                     );
                     match tokio::time::timeout(limit, work).await {
@@ -354,6 +368,14 @@ impl Loop {
                     }
                 });
             }
+            Action::AddCandidate { epoch, candidate } => match &self.candidates {
+                Some((e, tx)) if *e == epoch => {
+                    if tx.try_send(candidate).is_err() {
+                        tracing::warn!("too many trickled candidates at once; one was dropped");
+                    }
+                }
+                _ => tracing::debug!(?epoch, "candidate for a peer that is gone"),
+            },
             Action::StartMedia { epoch } => match &self.session {
                 Some(s) if s.epoch == epoch => s.go_live(),
                 _ => tracing::debug!(?epoch, "no session to start"),
@@ -364,6 +386,7 @@ impl Loop {
                 }
             }
             Action::Teardown { epoch } => {
+                self.candidates = None;
                 let session = self.session.take();
                 let feedback = self.feedback.clone();
                 tokio::spawn(async move {

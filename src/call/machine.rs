@@ -24,7 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::signaling::protocol::{Message, SessionDescription};
+use crate::signaling::protocol::{IceCandidate, Message, SessionDescription};
 
 /// Every timeout of a call. All are configurable (`[call]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,8 @@ pub struct Timeouts {
     pub ice_gather: Duration,
     /// Longest call.
     pub max_call: Duration,
-    /// Media silent, ICE disconnected, or never connected: hang up after this.
+    /// Media silent (counted from the last packet), ICE disconnected, or
+    /// never connected: hang up after this.
     pub media: Duration,
     /// Longest wait for the driver to finish tearing a call down.
     pub teardown: Duration,
@@ -137,10 +138,14 @@ pub enum Input {
         epoch: Epoch,
         state: PeerState,
     },
-    /// Inbound media (RTP/RTCP from the viewer) started or stopped arriving.
+    /// Nothing (RTP or RTCP) has come from the viewer since `last_packet`.
+    MediaStalled {
+        epoch: Epoch,
+        last_packet: Instant,
+    },
+    /// Packets from the viewer arrive again after a stall.
     MediaFlowing {
         epoch: Epoch,
-        flowing: bool,
     },
     /// The first media sample went out on the connected transport.
     FirstMedia {
@@ -279,10 +284,18 @@ pub enum Action {
     /// Build the peer for `offer`, warm the media up, answer with ICE gathering
     /// capped at `gather_timeout`. Answer with [`Input::AnswerReady`] or
     /// [`Input::AnswerFailed`]. Any earlier peer of the call is closed first.
+    /// `candidates` trickled in before the offer are added once it is set.
     Answer {
         epoch: Epoch,
         offer: SessionDescription,
         gather_timeout: Duration,
+        candidates: Vec<IceCandidate>,
+    },
+    /// A candidate the viewer trickled after its offer: add it to the peer of
+    /// `epoch` (the answer itself stays non-trickle).
+    AddCandidate {
+        epoch: Epoch,
+        candidate: IceCandidate,
     },
     /// The transport is up: start sending media, IDR first.
     StartMedia { epoch: Epoch },
@@ -353,7 +366,13 @@ struct Call {
     step_deadline: Option<Instant>,
     media_loss_deadline: Option<Instant>,
     max_call_deadline: Option<Instant>,
+    /// Candidates that came before the offer (a server may reorder, a page
+    /// may trickle early); handed over with the offer.
+    early_candidates: Vec<IceCandidate>,
 }
+
+/// Most candidates kept from before an offer (a browser gathers a handful).
+const MAX_EARLY_CANDIDATES: usize = 32;
 
 /// The machine. One per daemon; one call at a time.
 #[derive(Debug)]
@@ -477,9 +496,18 @@ impl CallMachine {
                     self.ignore("stale peer state", &mut out);
                 }
             }
-            Input::MediaFlowing { epoch, flowing } => {
+            Input::MediaStalled { epoch, last_packet } => {
                 if self.current(epoch) && self.state == (State::InCall { connected: true }) {
-                    self.on_media_flowing(now, flowing);
+                    self.on_media_stalled(last_packet);
+                } else {
+                    self.ignore("stale media stall", &mut out);
+                }
+            }
+            Input::MediaFlowing { epoch } => {
+                if self.current(epoch) && self.state == (State::InCall { connected: true }) {
+                    if let Some(c) = self.call.as_mut() {
+                        c.media_loss_deadline = None;
+                    }
                 } else {
                     self.ignore("stale media flow", &mut out);
                 }
@@ -573,6 +601,7 @@ impl CallMachine {
             step_deadline: None,
             media_loss_deadline: None,
             max_call_deadline: None,
+            early_candidates: Vec::new(),
         });
         self.emit(EventKind::Ringing, out);
         if !self.signaling_up {
@@ -649,6 +678,9 @@ impl CallMachine {
                 out.push(Action::ClosePeer { epoch: self.epoch });
                 self.epoch.0 += 1;
                 self.clear_call_timers();
+                if let Some(c) = self.call.as_mut() {
+                    c.early_candidates.clear();
+                }
                 self.state = State::WaitingOffer;
                 self.emit(EventKind::ViewerJoined, out);
                 self.set_step(now, Some(self.config.timeouts.offer));
@@ -672,9 +704,25 @@ impl CallMachine {
             (_, msg @ Message::Ok(_)) => {
                 self.ignore(format!("{msg} (we are the answering side)"), out);
             }
-            (_, msg @ Message::IceCandidate(_)) => {
-                // Non-trickle: the offer already holds every candidate.
-                self.ignore(format!("{msg} (not needed without trickle)"), out);
+            (State::Answering | State::InCall { .. }, Message::IceCandidate(Some(candidate))) => {
+                out.push(Action::AddCandidate {
+                    epoch: self.epoch,
+                    candidate,
+                });
+            }
+            (
+                State::WaitingViewer | State::WaitingOffer,
+                Message::IceCandidate(Some(candidate)),
+            ) => {
+                let c = self.call.as_mut().expect("waiting states have a call");
+                if c.early_candidates.len() < MAX_EARLY_CANDIDATES {
+                    c.early_candidates.push(candidate);
+                } else {
+                    self.ignore("ice_candidate (too many before the offer)", out);
+                }
+            }
+            (_, Message::IceCandidate(None)) => {
+                // The viewer's end-of-candidates: nothing to do.
             }
             (_, msg) => self.ignore(msg.to_string(), out),
         }
@@ -687,10 +735,16 @@ impl CallMachine {
     }
 
     fn answer(&mut self, now: Instant, offer: SessionDescription, out: &mut Vec<Action>) {
+        let candidates = self
+            .call
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.early_candidates))
+            .unwrap_or_default();
         out.push(Action::Answer {
             epoch: self.epoch,
             offer,
             gather_timeout: self.config.timeouts.ice_gather,
+            candidates,
         });
         self.state = State::Answering;
         self.set_step(now, Some(self.config.timeouts.answer()));
@@ -734,8 +788,10 @@ impl CallMachine {
             }
             PeerState::Disconnected => {
                 let c = self.call.as_mut().expect("in call has a call");
-                if c.media_loss_deadline.is_none() && c.step_deadline.is_none() {
-                    c.media_loss_deadline = Some(now + media);
+                if c.step_deadline.is_none() {
+                    // The earlier of this and a stall already being timed.
+                    let due = now + media;
+                    c.media_loss_deadline = Some(c.media_loss_deadline.map_or(due, |d| d.min(due)));
                 }
             }
             PeerState::Failed | PeerState::Closed => {
@@ -757,14 +813,12 @@ impl CallMachine {
         }
     }
 
-    fn on_media_flowing(&mut self, now: Instant, flowing: bool) {
-        let media = self.config.timeouts.media;
+    /// Silence is timed from the last packet, not from when it was noticed,
+    /// so `call.media_timeout` means what it says.
+    fn on_media_stalled(&mut self, last_packet: Instant) {
+        let due = last_packet + self.config.timeouts.media;
         let c = self.call.as_mut().expect("in call has a call");
-        if flowing {
-            c.media_loss_deadline = None;
-        } else if c.media_loss_deadline.is_none() {
-            c.media_loss_deadline = Some(now + media);
-        }
+        c.media_loss_deadline = Some(c.media_loss_deadline.map_or(due, |d| d.min(due)));
     }
 
     fn on_notified(&mut self, result: Result<(), String>, out: &mut Vec<Action>) {

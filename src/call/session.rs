@@ -16,10 +16,14 @@ use super::machine::{Epoch, Input};
 use crate::media::audio::{MicPipeline, Playout};
 use crate::media::video::{KeyframeRequester, VideoPipeline};
 use crate::media::{AudioSink, AudioSource, MediaOpener, VideoSource};
-use crate::peer::{AnswerPeer, PeerEvent, PeerSettings};
+use crate::peer::{AnswerInputs, AnswerPeer, PeerEvent, PeerSettings};
+use crate::signaling::protocol::IceCandidate;
 
-/// Inbound silence longer than this counts as "media stalled".
-const STALL: Duration = Duration::from_secs(3);
+/// Inbound silence longer than this is reported as a stall (with the time of
+/// the last packet, from which the machine counts `call.media_timeout`).
+const STALL: Duration = Duration::from_secs(1);
+/// How often the inbound packet counter is looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 /// What a session reports back to the call loop.
 pub type Feedback = mpsc::Sender<Input>;
@@ -72,6 +76,8 @@ fn open_devices(media: &dyn MediaOpener, call: u64) -> Devices {
 impl Session {
     /// Opens devices, answers the offer and starts the media threads (video
     /// waits, encoder idle, until [`Session::go_live`]). Returns the answer SDP.
+    /// Candidates the viewer trickles arrive on `candidates`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn answer(
         epoch: Epoch,
         call: u64,
@@ -79,6 +85,7 @@ impl Session {
         gather_cap: Duration,
         media: Arc<dyn MediaOpener>,
         peer_settings: PeerSettings,
+        candidates: mpsc::Receiver<IceCandidate>,
         feedback: Feedback,
     ) -> Result<(Session, String), String> {
         let opener = media.clone();
@@ -115,11 +122,14 @@ impl Session {
         let answer = AnswerPeer::answer(
             &peer_settings,
             &offer_sdp,
-            gather_cap,
-            devices.video.is_some(),
-            devices.microphone.is_some(),
-            peer_tx,
-            playout.as_ref().map(Playout::input),
+            AnswerInputs {
+                gather_cap,
+                have_video: devices.video.is_some(),
+                have_microphone: devices.microphone.is_some(),
+                events: peer_tx,
+                remote_audio: playout.as_ref().map(Playout::input),
+                candidates,
+            },
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -269,28 +279,31 @@ impl Session {
     }
 }
 
-/// Reports when packets from the viewer stop (and start again) arriving.
+/// Reports when packets from the viewer stop (with when the last one came)
+/// and when they start again.
 async fn watch_inbound(epoch: Epoch, peer: Arc<AnswerPeer>, feedback: Feedback) {
-    let mut last = peer.inbound_packets();
-    let mut quiet = Duration::ZERO;
+    let mut count = peer.inbound_packets();
+    let mut last_packet = tokio::time::Instant::now();
     let mut flowing = true;
-    let tick = Duration::from_secs(1);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(tick).await;
+        tick.tick().await;
         let now = peer.inbound_packets();
-        if now != last {
-            last = now;
-            quiet = Duration::ZERO;
+        if now != count {
+            count = now;
+            last_packet = tokio::time::Instant::now();
             if !flowing {
                 flowing = true;
-                let _ = feedback.send(Input::MediaFlowing { epoch, flowing }).await;
+                let _ = feedback.send(Input::MediaFlowing { epoch }).await;
             }
-        } else {
-            quiet += tick;
-            if flowing && quiet >= STALL {
-                flowing = false;
-                let _ = feedback.send(Input::MediaFlowing { epoch, flowing }).await;
-            }
+        } else if flowing && last_packet.elapsed() >= STALL {
+            flowing = false;
+            let input = Input::MediaStalled {
+                epoch,
+                last_packet: last_packet.into_std(),
+            };
+            let _ = feedback.send(input).await;
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The room protocol's messages, as plain data.
 //!
 //! This is the Socket.IO "room" protocol of the original design (see
-//! `docs/protocol.md`): every event on the default namespace carries exactly one
-//! argument. Parsing and encoding live here, with no IO, so the doorbell, the
+//! `docs/protocol.md`): every event on the default namespace carries one
+//! argument, which the original server leaves out of `new_peer` (and a page
+//! may leave out of `bye`); extra arguments are ignored, as python-socketio
+//! does. Parsing and encoding live here, with no IO, so the doorbell, the
 //! built-in server and the test viewer all agree on one definition and the
 //! malformed cases are unit-tested in one place.
 
@@ -16,6 +18,9 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
 /// Longest room name we accept from the wire. Our own names are 22 characters.
 pub const MAX_ROOM_CHARS: usize = 128;
+
+/// Longest ICE candidate line we accept (a browser's are under 300 bytes).
+pub const MAX_CANDIDATE_BYTES: usize = 1024;
 
 /// Why a message from the wire was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +40,29 @@ pub enum ProtocolError {
         event: &'static str,
         problem: String,
     },
+    #[error("event \"ice_candidate\": {0}")]
+    BadCandidate(String),
+}
+
+/// An RTCIceCandidateInit as browsers send it: `{"candidate": "candidate:...",
+/// "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(
+        rename = "sdpMLineIndex",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(
+        rename = "usernameFragment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub username_fragment: Option<String>,
 }
 
 /// `offer` or `answer`, the `type` field of an RTCSessionDescriptionInit.
@@ -86,8 +114,10 @@ pub enum Message {
     Invite(SessionDescription),
     /// relayed: SDP answer.
     Ok(SessionDescription),
-    /// relayed: a trickle candidate (the doorbell neither sends nor needs them).
-    IceCandidate(Value),
+    /// relayed: a candidate trickled after the offer; `None` is the end of
+    /// candidates (`null`, or an empty candidate line). The doorbell adds the
+    /// viewer's to its peer and sends none itself (its answer is complete).
+    IceCandidate(Option<IceCandidate>),
     /// client -> server, relayed: leave the room. The relayed copy may lack the name.
     Bye(Option<String>),
 }
@@ -120,7 +150,10 @@ impl Message {
             Message::Invite(d) | Message::Ok(d) => {
                 serde_json::to_value(d).expect("a session description always serialises")
             }
-            Message::IceCandidate(v) => v.clone(),
+            Message::IceCandidate(Some(c)) => {
+                serde_json::to_value(c).expect("a candidate always serialises")
+            }
+            Message::IceCandidate(None) => Value::Null,
         }
     }
 
@@ -136,7 +169,7 @@ impl Message {
             "bye" => Message::Bye(optional_room_arg("bye", first)?),
             "invite" => Message::Invite(description_arg("invite", first, SdpType::Offer)?),
             "ok" => Message::Ok(description_arg("ok", first, SdpType::Answer)?),
-            "ice_candidate" => Message::IceCandidate(first.cloned().unwrap_or(Value::Null)),
+            "ice_candidate" => Message::IceCandidate(candidate_arg(first)?),
             other => return Err(ProtocolError::UnknownEvent(truncate(other, 40))),
         })
     }
@@ -232,20 +265,63 @@ fn description_arg(
     })
 }
 
-fn bad_argument(event: &'static str, expected: &'static str, got: Option<&Value>) -> ProtocolError {
-    let got = match got {
-        None => "nothing".to_string(),
-        Some(Value::Null) => "null".to_string(),
-        Some(Value::Bool(_)) => "a boolean".to_string(),
-        Some(Value::Number(_)) => "a number".to_string(),
-        Some(Value::String(_)) => "a string".to_string(),
-        Some(Value::Array(_)) => "an array".to_string(),
-        Some(Value::Object(_)) => "an object".to_string(),
+fn candidate_arg(v: Option<&Value>) -> Result<Option<IceCandidate>, ProtocolError> {
+    let bad = |why: &str| ProtocolError::BadCandidate(why.to_string());
+    let c = match v {
+        None | Some(Value::Null) => return Ok(None),
+        // Some pages send just the candidate line.
+        Some(Value::String(line)) => IceCandidate {
+            candidate: line.clone(),
+            sdp_mid: None,
+            sdp_mline_index: None,
+            username_fragment: None,
+        },
+        Some(v @ Value::Object(_)) => serde_json::from_value(v.clone()).map_err(|e| {
+            bad(&format!(
+                "not an RTCIceCandidateInit ({})",
+                truncate(&e.to_string(), 80)
+            ))
+        })?,
+        Some(other) => {
+            return Err(bad(&format!(
+                "needs a candidate object, got {}",
+                kind_of(Some(other))
+            )))
+        }
     };
+    if c.candidate.len() > MAX_CANDIDATE_BYTES
+        || c.candidate.chars().any(char::is_control)
+        || c.sdp_mid.as_ref().is_some_and(|m| m.len() > 32)
+        || c.username_fragment.as_ref().is_some_and(|u| u.len() > 256)
+    {
+        return Err(bad("candidate is too long or has control characters"));
+    }
+    if c.candidate.is_empty() {
+        return Ok(None);
+    }
+    if !c.candidate.starts_with("candidate:") && !c.candidate.starts_with("a=candidate:") {
+        return Err(bad("the candidate line does not start with \"candidate:\""));
+    }
+    Ok(Some(c))
+}
+
+fn kind_of(v: Option<&Value>) -> &'static str {
+    match v {
+        None => "nothing",
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Number(_)) => "a number",
+        Some(Value::String(_)) => "a string",
+        Some(Value::Array(_)) => "an array",
+        Some(Value::Object(_)) => "an object",
+    }
+}
+
+fn bad_argument(event: &'static str, expected: &'static str, got: Option<&Value>) -> ProtocolError {
     ProtocolError::BadArgument {
         event,
         expected,
-        got,
+        got: kind_of(got).to_string(),
     }
 }
 
@@ -271,9 +347,13 @@ mod tests {
             Message::NewPeer(None),
             Message::Invite(SessionDescription::offer(SDP)),
             Message::Ok(SessionDescription::answer(SDP)),
-            Message::IceCandidate(
-                json!({"candidate": "candidate:1 1 UDP 1 127.0.0.1 9 typ host", "sdpMid": "0"}),
-            ),
+            Message::IceCandidate(Some(IceCandidate {
+                candidate: "candidate:1 1 UDP 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+                username_fragment: Some("abcd".into()),
+            })),
+            Message::IceCandidate(None),
             Message::Bye(Some("r1".into())),
             Message::Bye(None),
         ];
@@ -333,6 +413,22 @@ mod tests {
                 "allowed",
             ),
             ("bye", vec![json!(["r"])], "got an array"),
+            ("ice_candidate", vec![json!(5)], "got a number"),
+            (
+                "ice_candidate",
+                vec![json!({"sdpMid": "0"})],
+                "RTCIceCandidateInit",
+            ),
+            (
+                "ice_candidate",
+                vec![json!({"candidate": "hello"})],
+                "candidate:",
+            ),
+            (
+                "ice_candidate",
+                vec![json!({"candidate": format!("candidate:{}", "1".repeat(2000))})],
+                "too long",
+            ),
             ("hello", vec![json!("r")], "unknown event"),
         ];
         for (event, args, needle) in cases {
@@ -355,6 +451,40 @@ mod tests {
             Message::NewPeer(None)
         );
         assert_eq!(Message::parse("bye", &[]).unwrap(), Message::Bye(None));
+    }
+
+    #[test]
+    fn candidates_as_browsers_trickle_them() {
+        // Chromium's candidate.toJSON().
+        let c = Message::parse(
+            "ice_candidate",
+            &[json!({"candidate": "candidate:842163049 1 udp 1677729535 192.0.2.7 50000 typ srflx raddr 0.0.0.0 rport 0 generation 0 ufrag 4ZcD network-cost 999", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "4ZcD"})],
+        )
+        .unwrap();
+        let Message::IceCandidate(Some(c)) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(c.sdp_mid.as_deref(), Some("0"));
+        assert_eq!(c.sdp_mline_index, Some(0));
+        // The end of candidates, in the forms pages send it.
+        for end in [
+            vec![],
+            vec![Value::Null],
+            vec![json!({"candidate": "", "sdpMid": "0"})],
+        ] {
+            assert_eq!(
+                Message::parse("ice_candidate", &end).unwrap(),
+                Message::IceCandidate(None)
+            );
+        }
+        // A bare candidate line.
+        assert!(matches!(
+            Message::parse(
+                "ice_candidate",
+                &[json!("candidate:1 1 udp 1 10.0.0.1 9 typ host")]
+            ),
+            Ok(Message::IceCandidate(Some(_)))
+        ));
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! scenarios and invariants that a table cannot show.
 
 use super::*;
-use crate::signaling::protocol::SessionDescription;
-use serde_json::json;
+use crate::signaling::protocol::{IceCandidate, SessionDescription};
 
 const ROOM: &str = "room1";
 
@@ -19,6 +18,15 @@ fn offer() -> SessionDescription {
     SessionDescription::offer("v=0\r\n")
 }
 
+fn candidate(n: u8) -> IceCandidate {
+    IceCandidate {
+        candidate: format!("candidate:{n} 1 udp 2122260223 192.0.2.{n} 5000{n} typ host"),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    }
+}
+
 /// A short, comparable form of the actions.
 fn summary(actions: &[Action]) -> String {
     actions
@@ -28,6 +36,7 @@ fn summary(actions: &[Action]) -> String {
             Action::Notify { .. } => "notify".into(),
             Action::NotifyFailure { .. } => "notify_failure".into(),
             Action::Answer { .. } => "answer".into(),
+            Action::AddCandidate { .. } => "add_candidate".into(),
             Action::StartMedia { .. } => "start_media".into(),
             Action::ClosePeer { .. } => "close_peer".into(),
             Action::Teardown { .. } => "teardown".into(),
@@ -104,7 +113,8 @@ fn input_named(name: &str, m: &CallMachine) -> Input {
         "new_peer_bare" => Input::Signal(Message::NewPeer(None)),
         "invite" => Input::Signal(Message::Invite(offer())),
         "ok" => Input::Signal(Message::Ok(SessionDescription::answer("v=0\r\n"))),
-        "ice_candidate" => Input::Signal(Message::IceCandidate(json!({"candidate": ""}))),
+        "ice_candidate" => Input::Signal(Message::IceCandidate(Some(candidate(1)))),
+        "ice_candidate_end" => Input::Signal(Message::IceCandidate(None)),
         "bye" => Input::Signal(Message::Bye(Some(ROOM.into()))),
         "bye_other" => Input::Signal(Message::Bye(Some("other".into()))),
         "join" => Input::Signal(Message::Join(ROOM.into())),
@@ -143,14 +153,11 @@ fn input_named(name: &str, m: &CallMachine) -> Input {
             epoch,
             state: PeerState::Closed,
         },
-        "media_stalled" => Input::MediaFlowing {
+        "media_stalled" => Input::MediaStalled {
             epoch,
-            flowing: false,
+            last_packet: Instant::now(),
         },
-        "media_flowing" => Input::MediaFlowing {
-            epoch,
-            flowing: true,
-        },
+        "media_flowing" => Input::MediaFlowing { epoch },
         "first_media" => Input::FirstMedia { epoch },
         "media_error" => Input::MediaError {
             epoch,
@@ -225,9 +232,11 @@ const TABLE: &[(&str, [&str; 8])] = &[
     ("ok", [
         "= | ignored", "= | ignored", "= | ignored", "= | ignored",
         "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+    // Trickled by the viewer: kept until the offer, then added to the peer.
     ("ice_candidate", [
-        "= | ignored", "= | ignored", "= | ignored", "= | ignored",
-        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+        "= | ignored", "= | ignored", "= | ", "= | ",
+        "= | add_candidate", "= | add_candidate", "= | add_candidate", "= | ignored"]),
+    ("ice_candidate_end", ["= | ", "= | ", "= | ", "= | ", "= | ", "= | ", "= | ", "= | "]),
     ("bye", [
         "= | ignored", "= | ignored",
         "ending:viewer_left | send:bye,teardown", "ending:viewer_left | send:bye,teardown",
@@ -542,17 +551,17 @@ fn each_timeout_is_the_configured_one() {
     );
     m.handle(
         t + s(3),
-        Input::MediaFlowing {
+        Input::MediaStalled {
             epoch: e,
-            flowing: false,
+            last_packet: t + s(3),
         },
     );
     assert_eq!(m.next_deadline(), Some(t + s(3) + s(17)));
     m.handle(
         t + s(4),
-        Input::MediaFlowing {
+        Input::MediaStalled {
             epoch: e,
-            flowing: false,
+            last_packet: t + s(4),
         },
     );
     assert_eq!(
@@ -773,4 +782,100 @@ fn random_walks_keep_the_invariants() {
         assert!(m.is_idle(), "stuck in {:?}", m.state());
         assert_eq!(rings, ends, "every ring ends exactly once");
     }
+}
+
+/// The original server relays `ice_candidate`; a page that trickles sends its
+/// candidates after the offer (or, through a server that reorders, before it).
+#[test]
+fn trickled_candidates_reach_the_peer_of_the_current_offer() {
+    let (mut m, t) = machine_in("waiting_offer");
+    m.handle(t, Input::Signal(Message::IceCandidate(Some(candidate(1)))));
+    m.handle(t, Input::Signal(Message::IceCandidate(None)));
+    let a = m.handle(t, Input::Signal(Message::Invite(offer())));
+    let epoch = m.epoch();
+    assert!(
+        matches!(&a[..], [Action::Answer { candidates, epoch: e, .. }] if candidates == &[candidate(1)] && *e == epoch),
+        "early candidates go with the offer: {a:?}"
+    );
+    let a = m.handle(t, Input::Signal(Message::IceCandidate(Some(candidate(2)))));
+    assert_eq!(
+        a,
+        [Action::AddCandidate {
+            epoch,
+            candidate: candidate(2)
+        }]
+    );
+    // The viewer starts over: its new candidates belong to the new peer.
+    m.handle(t, Input::Signal(Message::NewPeer(None)));
+    let a = m.handle(t, Input::Signal(Message::Invite(offer())));
+    assert!(
+        matches!(&a[..], [Action::Answer { candidates, .. }] if candidates.is_empty()),
+        "{a:?}"
+    );
+    let a = m.handle(t, Input::Signal(Message::IceCandidate(Some(candidate(3)))));
+    assert!(
+        matches!(&a[..], [Action::AddCandidate { epoch: e, .. }] if *e > epoch),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn candidates_before_the_offer_are_bounded() {
+    let (mut m, t) = machine_in("waiting_viewer");
+    for n in 0..40u8 {
+        m.handle(t, Input::Signal(Message::IceCandidate(Some(candidate(n)))));
+    }
+    let a = m.handle(t, Input::Signal(Message::Invite(offer())));
+    let kept = a.iter().find_map(|a| match a {
+        Action::Answer { candidates, .. } => Some(candidates.len()),
+        _ => None,
+    });
+    assert_eq!(kept, Some(MAX_EARLY_CANDIDATES));
+}
+
+/// Field report: a viewer that vanished ended the call 13.7-13.9 s later with
+/// `call.media_timeout` at 10 s, because the timer only started once the
+/// silence was noticed. It now counts from the last packet.
+#[test]
+fn media_timeout_counts_from_the_last_packet_not_from_when_the_stall_was_noticed() {
+    let (mut m, t) = machine_in("in_call+");
+    let e = m.epoch();
+    let s = Duration::from_secs;
+    let last = t + s(100);
+    // Noticed 3 s after the last packet.
+    m.handle(
+        last + s(3),
+        Input::MediaStalled {
+            epoch: e,
+            last_packet: last,
+        },
+    );
+    assert_eq!(m.next_deadline(), Some(last + s(10)));
+    // ICE notices later still: the earlier deadline stands.
+    m.handle(
+        last + s(5),
+        Input::Peer {
+            epoch: e,
+            state: PeerState::Disconnected,
+        },
+    );
+    assert_eq!(m.next_deadline(), Some(last + s(10)));
+    let a = m.handle(last + s(10), Input::Tick);
+    assert_eq!(summary(&a), "error,send:bye,teardown");
+    assert_eq!(state_name(&m), "ending:media_lost");
+}
+
+#[test]
+fn media_flowing_again_cancels_the_stall() {
+    let (mut m, t) = machine_in("in_call+");
+    let e = m.epoch();
+    m.handle(
+        t,
+        Input::MediaStalled {
+            epoch: e,
+            last_packet: t,
+        },
+    );
+    m.handle(t, Input::MediaFlowing { epoch: e });
+    assert_eq!(m.next_deadline(), Some(t + Duration::from_secs(600)));
 }
