@@ -6,12 +6,12 @@ pub mod check;
 pub mod daemon;
 pub mod demo;
 pub mod devices;
+pub mod logging;
 pub mod ring;
 pub mod run;
 pub mod serve;
 
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 /// How call events reach standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -25,31 +25,7 @@ pub enum EventFormat {
 
 /// Logs to standard error. `RUST_LOG` wins over `level`.
 pub fn init_logging(level: &str) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<EnvFilter>().ok())
-        .unwrap_or_else(|| EnvFilter::new(quiet_dependencies(level)));
-    // Under systemd the journal stamps each line; do not print a second time.
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    let _ = if journald {
-        builder.without_time().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
-/// The WebRTC stack logs a lot at info; keep it at warn unless asked.
-fn quiet_dependencies(level: &str) -> String {
-    if level.contains('=') {
-        level.to_string()
-    } else {
-        format!("{level},webrtc=warn,webrtc_ice=error,webrtc_dtls=warn,webrtc_srtp=warn,webrtc_sctp=warn,webrtc_mdns=warn,rust_socketio=warn,rust_engineio=warn,socketioxide=warn,engineioxide=warn")
-    }
+    logging::init(level);
 }
 
 /// First SIGTERM/SIGINT cancels gracefully; a second one exits at once.

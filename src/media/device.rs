@@ -20,6 +20,12 @@ use std::time::Duration;
 
 use super::{AudioSink, AudioSource, MediaError, AUDIO_RATE};
 
+/// The ALSA host, with ALSA's own error printing routed into our log first.
+fn host() -> cpal::Host {
+    super::alsa_log::route_to_log();
+    cpal::default_host()
+}
+
 fn device_error(device: &str, message: impl std::fmt::Display) -> MediaError {
     MediaError::Device {
         device: device.to_string(),
@@ -142,7 +148,7 @@ pub struct AudioDeviceInfo {
 
 /// Every input (`input = true`) or output the audio backend (ALSA) knows.
 pub fn list(input: bool) -> Result<Vec<AudioDeviceInfo>, MediaError> {
-    let host = cpal::default_host();
+    let host = host();
     let default_id = if input {
         host.default_input_device()
     } else {
@@ -205,7 +211,7 @@ pub fn default_output_works() -> Result<(), MediaError> {
 
 /// Finds a device: `default`, then an exact id or name, then (ALSA) a PCM name.
 fn find_device(name: &str, input: bool) -> Result<cpal::Device, MediaError> {
-    let host = cpal::default_host();
+    let host = host();
     let what = if input { "microphone" } else { "speaker" };
     if name == "default" {
         let d = if input {

@@ -10,6 +10,8 @@
 //! encoded frames. When a consumer falls behind, frames are dropped, never
 //! queued without bound.
 
+#[cfg(feature = "audio")]
+mod alsa_log;
 pub mod audio;
 pub mod convert;
 #[cfg(feature = "audio")]
