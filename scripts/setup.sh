@@ -6,10 +6,13 @@
 setup_deps() {
     local packages=(build-essential pkg-config libssl-dev libasound2-dev cmake libclang-dev nasm curl ca-certificates)
     if [ "${1:-}" = "--tests" ]; then
-        # chromium: the viewer test; pulseaudio + the ALSA pulse plugin: the
+        # chromium: the viewer tests; pulseaudio + the ALSA pulse plugin: the
         # sound card tests (a user-space server with a null sink).
         # systemd: systemd-analyze checks the unit file.
-        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd)
+        # openssl: the lab's certificate (tests/lab/make-cert.sh); npm: the
+        # socket.io clients of the lab's page (only when no npm is there).
+        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd openssl)
+        command -v npm >/dev/null 2>&1 || packages+=(npm)
     fi
     local missing=() p
     for p in "${packages[@]}"; do

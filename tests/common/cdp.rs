@@ -33,6 +33,11 @@ impl Drop for Browser {
 
 /// The flags the issue measured Debian's Chromium with, plus a private profile.
 pub fn launch(url: &str) -> Browser {
+    launch_with(url, &[])
+}
+
+/// [`launch`] with more flags (a certificate to accept, a file as microphone).
+pub fn launch_with(url: &str, extra: &[String]) -> Browser {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new("chromium")
         .args([
@@ -51,6 +56,7 @@ pub fn launch(url: &str) -> Browser {
             "--remote-debugging-address=127.0.0.1",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
         .arg(url)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -115,6 +121,13 @@ async fn http_get(port: u16, path: &str) -> String {
 }
 
 impl Browser {
+    /// Kills the browser at once, as a phone that loses its network or runs
+    /// out of battery: nothing is said to anyone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The open tab whose URL contains `needle`.
     pub async fn page(&self, needle: &str) -> Page {
         for _ in 0..100 {

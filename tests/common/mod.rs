@@ -20,9 +20,11 @@ use doorbell::peer::{PeerSettings, ViewerOptions, ViewerPeer};
 use doorbell::sdp;
 use doorbell::signaling::client::{ClientSettings, SocketIoSignaling};
 use doorbell::signaling::protocol::{Message, SessionDescription};
+use doorbell::signaling::tls::TrustSettings;
 use doorbell::signaling::{Signaling, SignalingEvent};
 
 pub mod cdp;
+pub mod lab;
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -148,13 +150,17 @@ pub struct ViewerSignaling {
 
 impl ViewerSignaling {
     pub async fn connect(url: &str) -> ViewerSignaling {
+        Self::connect_trusting(url, TrustSettings::default()).await
+    }
+
+    pub async fn connect_trusting(url: &str, trust: TrustSettings) -> ViewerSignaling {
         let (tx, mut events) = mpsc::channel(64);
         let cancel = CancellationToken::new();
         let signaling = SocketIoSignaling::start(
             ClientSettings {
                 url: url.to_string(),
-                ca_file: None,
-                insecure_skip_verify: false,
+                engine_io: Default::default(),
+                trust,
                 reconnect_min: Duration::from_millis(200),
                 reconnect_max: Duration::from_secs(1),
             },
@@ -245,8 +251,33 @@ pub async fn view_call_listening(
     tone_hz: f32,
     listen: Duration,
 ) -> CallReport {
+    view_call_trusting(
+        url,
+        TrustSettings::default(),
+        room,
+        frames,
+        size,
+        talk,
+        tone_hz,
+        listen,
+    )
+    .await
+}
+
+/// [`view_call_listening`] over `https` with the viewer trusting per `trust`.
+#[allow(clippy::too_many_arguments)]
+pub async fn view_call_trusting(
+    url: &str,
+    trust: TrustSettings,
+    room: &str,
+    frames: usize,
+    size: (usize, usize),
+    talk: Duration,
+    tone_hz: f32,
+    listen: Duration,
+) -> CallReport {
     let listen_samples = (listen.as_secs_f64() * 48_000.0) as usize;
-    let mut sig = ViewerSignaling::connect(url).await;
+    let mut sig = ViewerSignaling::connect_trusting(url, trust).await;
     sig.send(Message::Join(room.to_string())).await;
     assert_eq!(
         sig.next().await,
