@@ -174,7 +174,7 @@ async fn https_websocket(generation: Generation) {
     let cert = LabCert::make();
     let server = LabServer::start(LabServerOptions {
         generation,
-        tls: Some(&cert),
+        tls: Some(cert.files()),
         polling_only: false,
         backend: "aiohttp",
     });
@@ -280,7 +280,7 @@ async fn a_viewer_that_vanishes_ends_the_call_within_the_media_timeout() {
     let cert = LabCert::make();
     let server = LabServer::start(LabServerOptions {
         generation: Generation::Sio5,
-        tls: Some(&cert),
+        tls: Some(cert.files()),
         polling_only: false,
         backend: "aiohttp",
     });
@@ -357,7 +357,7 @@ async fn a_pinned_certificate_connects_and_another_is_refused() {
     let wrong = LabCert::make();
     let server = LabServer::start(LabServerOptions {
         generation: Generation::Sio4,
-        tls: Some(&right),
+        tls: Some(right.files()),
         polling_only: false,
         backend: "aiohttp",
     });
@@ -417,7 +417,7 @@ async fn a_pinned_certificate_connects_and_another_is_refused() {
     let proper = LabCert::make_proper();
     let server_proper = LabServer::start(LabServerOptions {
         generation: Generation::Sio4,
-        tls: Some(&proper),
+        tls: Some(proper.files()),
         polling_only: false,
         backend: "aiohttp",
     });
@@ -488,6 +488,40 @@ async fn a_pinned_certificate_connects_and_another_is_refused() {
     assert!(bell.stop().success());
 }
 
+/// `signaling.engine_io` set by hand is kept, and a server of the other
+/// generation is refused with a message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_engine_io_version_is_kept_and_a_mismatch_explained() {
+    init_logs();
+    let server = LabServer::start(LabServerOptions {
+        generation: Generation::Sio4,
+        tls: None,
+        polling_only: false,
+        backend: "aiohttp",
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = |v: &str| {
+        format!(
+            "[signaling]\nurl = \"{}\"\nengine_io = \"{v}\"\n",
+            server.url
+        )
+    };
+    let l = signaling_line(&check(&config("3"), dir.path()));
+    assert!(l.contains("OK") && l.contains("Engine.IO 3"), "{l}");
+    let l = signaling_line(&check(&config("4"), dir.path()));
+    assert!(
+        l.contains("FAIL")
+            && l.contains("the server refuses Engine.IO 4 (signaling.engine_io is set"),
+        "{l}"
+    );
+    assert!(
+        l.contains("unsupported version"),
+        "the server's own words: {l}"
+    );
+    let l = signaling_line(&check(&config("auto"), dir.path()));
+    assert!(l.contains("OK") && l.contains("Engine.IO 3"), "{l}");
+}
+
 /// Every transport and TLS combination of both generations, signaling and
 /// media, with the webrtc-rs viewer (cheaper than a browser) and the
 /// doorbell in this process.
@@ -500,7 +534,7 @@ async fn every_transport_of_both_generations_carries_a_call() {
             let what = format!("{generation:?} tls={tls} polling_only={polling_only}");
             let server = LabServer::start(LabServerOptions {
                 generation,
-                tls: tls.then_some(&cert),
+                tls: tls.then(|| cert.files()),
                 polling_only,
                 backend: "aiohttp",
             });

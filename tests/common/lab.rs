@@ -82,6 +82,11 @@ pub struct LabCert {
 }
 
 impl LabCert {
+    /// For [`LabServerOptions::tls`].
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.cert, &self.key)
+    }
+
     /// The lab's certificate: CN only.
     pub fn make() -> LabCert {
         Self::make_with(&[])
@@ -140,6 +145,86 @@ impl LabCert {
     }
 }
 
+/// A small private certificate authority and a server certificate it signed
+/// (subjectAltName IP:127.0.0.1), as a company or a home lab would run.
+pub struct PrivateCa {
+    _dir: tempfile::TempDir,
+    /// The authority's certificate (what `ca_file` names).
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl PrivateCa {
+    pub fn make() -> PrivateCa {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Doorbell Test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        PrivateCa {
+            ca: p("ca.pem"),
+            cert: p("cert.pem"),
+            key: p("key.pem"),
+            _dir: dir,
+        }
+    }
+}
+
 fn pem_to_der(pem: &str) -> Vec<u8> {
     use base64::Engine;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -151,7 +236,8 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
 /// How to run the lab's server.
 pub struct LabServerOptions<'a> {
     pub generation: Generation,
-    pub tls: Option<&'a LabCert>,
+    /// Certificate and key files for HTTPS.
+    pub tls: Option<(&'a Path, &'a Path)>,
     pub polling_only: bool,
     /// `aiohttp` (python-socketio's own server) or `flask` (Flask-SocketIO
     /// under Werkzeug, exactly as the lab runs it).
@@ -221,8 +307,8 @@ impl LabServer {
             } else {
                 Stdio::null()
             });
-        if let Some(cert) = o.tls {
-            cmd.arg("--tls").arg(&cert.cert).arg(&cert.key);
+        if let Some((cert, key)) = o.tls {
+            cmd.arg("--tls").arg(cert).arg(key);
         }
         if o.polling_only {
             cmd.arg("--polling-only");
