@@ -262,6 +262,7 @@ async fn a_viewer_that_joins_and_never_offers_ends_the_call_no_offer() {
     let joined_at = Instant::now();
     let (ended, _) = bell.until("ended").await;
     let waited = joined_at.elapsed();
+    eprintln!("no_offer {waited:?} after viewer_joined (call.offer_timeout 3 s)");
     assert_eq!(ended["reason"], "no_offer");
     assert!(
         waited >= Duration::from_millis(2500) && waited <= Duration::from_millis(4500),
@@ -309,6 +310,7 @@ async fn a_viewer_that_vanishes_ends_the_call_within_the_media_timeout() {
     let gone = Instant::now();
     let (ended, _) = bell.until("ended").await;
     let took = gone.elapsed();
+    eprintln!("media_lost {took:?} after the browser was killed (call.media_timeout {media_timeout:?})");
     assert_eq!(ended["reason"], "media_lost", "{}", bell.log());
     assert!(
         took <= media_timeout + Duration::from_secs(1),
