@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use doorbell::media::h264::H264Decoder;
 use doorbell::media::{stamp, unix_ms};
-use doorbell::peer::{PeerSettings, ViewerOptions, ViewerPeer};
+use doorbell::peer::viewer::{ViewerOptions, ViewerPeer};
+use doorbell::peer::PeerSettings;
 use doorbell::signaling::client::{ClientSettings, SocketIoSignaling};
 use doorbell::signaling::protocol::{Message, SessionDescription};
 use doorbell::signaling::{Signaling, SignalingEvent};

@@ -8,45 +8,53 @@
 //! `audio.speaker` when that is a sound card (a WAV-file or absent speaker has
 //! nobody to hear it). The built-in sound is `assets/chime.wav`
 //! (`scripts/make-chime`), compiled into the binary. If a viewer answers while
-//! the chime still plays, the call's speaker takes over: the chime stops and
-//! releases the device first ([`yield_speaker`]), so a sound card that allows
-//! one user at a time still gets the viewer's voice.
+//! the chime still plays, the call's speaker takes over: the chime plays only
+//! while it holds the [`SpeakerLease`] it shares with the call, which stops it
+//! and waits for the device, so a sound card that allows one user at a time
+//! still gets the viewer's voice.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::machine::EventKind;
-use crate::config::{ChimeConfig, Config};
-use crate::events::CallEvent;
-use crate::media::spec::SinkSpec;
+use crate::call::event::{CallEvent, EventKind};
+use crate::media::lease::{SpeakerHold, SpeakerLease};
 use crate::media::{AudioSink, MediaError, AUDIO_FRAME, AUDIO_RATE};
+use crate::spec::chime::ChimeSound;
+use crate::spec::duration;
+use crate::spec::gpio::parse_relay;
+use crate::spec::media::SinkSpec;
 
-/// The built-in chime (48 kHz mono 16-bit WAV).
-pub const BUILTIN: &[u8] = include_bytes!("../assets/chime.wav");
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChimeSound {
-    Builtin,
-    Wav(PathBuf),
-    None,
+/// `[chime]` of the config: the chime's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChimeConfig {
+    /// What the visitor hears on a press: `builtin`, `wav:PATH` or `none`.
+    /// Plays on `audio.speaker` when that is a sound card.
+    pub sound: String,
+    /// Chime loudness, percent of the sound file's level (0..=200).
+    pub volume: u32,
+    /// Also pulse a GPIO output on a press (a relay for an existing chime):
+    /// `gpio:PIN`, or empty for none.
+    pub relay: String,
+    /// The relay is switched on by a low level.
+    pub relay_active_low: bool,
+    /// How long the relay stays on.
+    #[serde(with = "duration")]
+    pub relay_pulse: Duration,
 }
 
-impl ChimeSound {
-    pub fn parse(s: &str) -> Result<ChimeSound, String> {
-        match s.trim() {
-            "builtin" => Ok(ChimeSound::Builtin),
-            "none" => Ok(ChimeSound::None),
-            other => match other.strip_prefix("wav:") {
-                Some(path) if !path.is_empty() => Ok(ChimeSound::Wav(PathBuf::from(path))),
-                _ => Err(format!(
-                    "{other:?} is not a chime sound (known: \"builtin\", \"wav:PATH\", \"none\")"
-                )),
-            },
+impl Default for ChimeConfig {
+    fn default() -> Self {
+        Self {
+            sound: "builtin".into(),
+            volume: 100,
+            relay: String::new(),
+            relay_active_low: false,
+            relay_pulse: Duration::from_millis(300),
         }
     }
 }
@@ -54,18 +62,12 @@ impl ChimeSound {
 impl ChimeConfig {
     /// The relay's BCM pin, if one is configured.
     pub fn relay_pin(&self) -> Result<Option<u8>, String> {
-        let r = self.relay.trim();
-        if r.is_empty() {
-            return Ok(None);
-        }
-        match r.strip_prefix("gpio:") {
-            Some(pin) => crate::button::parse_pin(pin).map(Some),
-            None => Err(format!(
-                "{r:?} is not a relay output (\"gpio:PIN\" or empty)"
-            )),
-        }
+        parse_relay(&self.relay)
     }
 }
+
+/// The built-in chime (48 kHz mono 16-bit WAV).
+pub const BUILTIN: &[u8] = include_bytes!("../assets/chime.wav");
 
 /// Decodes a WAV file to 48 kHz mono 16-bit, scaled by `volume` percent.
 /// Stereo is mixed down; other rates are refused (the chime is short, and
@@ -113,57 +115,20 @@ pub fn load(config: &ChimeConfig) -> Result<Option<Vec<i16>>, String> {
     }
 }
 
-/// Whether a chime is playing, and the request to stop it.
-struct Playing {
-    busy: Mutex<bool>,
-    done: Condvar,
-    stop: AtomicBool,
-}
-
-static PLAYING: Playing = Playing {
-    busy: Mutex::new(false),
-    done: Condvar::new(),
-    stop: AtomicBool::new(false),
-};
-
-/// Stops a chime that is playing and waits (at most 1 s) until it has closed
-/// the speaker. Called before a call opens the speaker.
-pub fn yield_speaker() {
-    let busy = PLAYING.busy.lock().unwrap_or_else(|p| p.into_inner());
-    if !*busy {
-        return;
-    }
-    PLAYING.stop.store(true, Ordering::Release);
-    let _released = PLAYING
-        .done
-        .wait_timeout_while(busy, Duration::from_secs(1), |b| *b)
-        .unwrap_or_else(|p| p.into_inner());
-}
-
-/// Plays `pcm` on `sink` in real time (20 ms blocks), then lets the device's
-/// buffer drain. Blocking. Returns early when [`yield_speaker`] asks.
-pub fn play(pcm: &[i16], sink: &mut dyn AudioSink) -> Result<(), MediaError> {
-    {
-        let mut busy = PLAYING.busy.lock().unwrap_or_else(|p| p.into_inner());
-        *busy = true;
-        PLAYING.stop.store(false, Ordering::Release);
-    }
-    let result = play_paced(pcm, sink);
+/// Plays `pcm` on `sink` at the real-time pace while `hold` keeps the
+/// speaker, stopping early when the call takes it over.
+pub fn play(pcm: &[i16], sink: &mut dyn AudioSink, hold: &SpeakerHold) -> Result<(), MediaError> {
+    let result = play_paced(pcm, sink, hold);
     let _ = sink.finish();
-    let mut busy = PLAYING.busy.lock().unwrap_or_else(|p| p.into_inner());
-    *busy = false;
-    PLAYING.done.notify_all();
     result
 }
 
-fn play_paced(pcm: &[i16], sink: &mut dyn AudioSink) -> Result<(), MediaError> {
+fn play_paced(pcm: &[i16], sink: &mut dyn AudioSink, hold: &SpeakerHold) -> Result<(), MediaError> {
     let start = std::time::Instant::now();
     let block = Duration::from_millis(20);
-    // Keep about 60 ms queued ahead of the device, no more (its buffer holds
-    // 200 ms and drops the oldest beyond that).
     let ahead = Duration::from_millis(60);
     for (i, chunk) in pcm.chunks(AUDIO_FRAME).enumerate() {
-        if PLAYING.stop.load(Ordering::Acquire) {
+        if hold.should_stop() {
             tracing::debug!("chime cut short: a call takes the speaker");
             return Ok(());
         }
@@ -174,20 +139,18 @@ fn play_paced(pcm: &[i16], sink: &mut dyn AudioSink) -> Result<(), MediaError> {
         }
         sink.write(chunk)?;
     }
-    // Let what is queued play out.
     let end = start + block * pcm.len().div_ceil(AUDIO_FRAME) as u32 + Duration::from_millis(80);
-    while std::time::Instant::now() < end && !PLAYING.stop.load(Ordering::Acquire) {
+    while std::time::Instant::now() < end && !hold.should_stop() {
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
 }
 
-/// Opens the speaker for a chime.
 pub type SpeakerOpener = Arc<dyn Fn() -> Result<Box<dyn AudioSink>, MediaError> + Send + Sync>;
 
-/// The speaker the config names, when it is a sound card.
-pub fn configured_speaker(config: &Config) -> Option<SpeakerOpener> {
-    match SinkSpec::parse(&config.audio.speaker).ok()? {
+/// The speaker `audio.speaker` names, when it is a sound card.
+pub fn speaker_for(spec: &SinkSpec) -> Option<SpeakerOpener> {
+    match spec.clone() {
         #[cfg(feature = "audio")]
         SinkSpec::Device(name) => Some(Arc::new(move || {
             crate::media::device::DeviceSink::open(&name).map(|s| Box::new(s) as Box<dyn AudioSink>)
@@ -201,13 +164,14 @@ pub fn configured_speaker(config: &Config) -> Option<SpeakerOpener> {
 pub fn start(
     config: &ChimeConfig,
     speaker: Option<SpeakerOpener>,
+    lease: SpeakerLease,
     events: &broadcast::Sender<CallEvent>,
     cancel: CancellationToken,
 ) -> Result<(), String> {
     let sound = load(config)?.map(Arc::new);
     let relay = match config.relay_pin()? {
         Some(pin) => {
-            let r = crate::button::gpio::Relay::open(pin, config.relay_active_low)
+            let r = crate::gpio::Relay::open(pin, config.relay_active_low)
                 .map_err(|e| format!("chime relay: {e}"))?;
             tracing::info!(pin, "chime relay ready");
             Some(Arc::new(Mutex::new(r)))
@@ -239,15 +203,15 @@ pub fn start(
                 Err(broadcast::error::RecvError::Closed) => return,
             }
             if let Some(relay) = &relay {
-                tokio::spawn(crate::button::gpio::pulse(relay.clone(), pulse));
+                tokio::spawn(crate::gpio::pulse(relay.clone(), pulse));
             }
             if let Some((pcm, open)) = &sound {
-                let (pcm, open) = (pcm.clone(), open.clone());
+                let (pcm, open, lease) = (pcm.clone(), open.clone(), lease.clone());
                 tokio::task::spawn_blocking(move || {
-                    if *PLAYING.busy.lock().unwrap_or_else(|p| p.into_inner()) {
-                        return; // still playing the last one
-                    }
-                    match open().and_then(|mut sink| play(&pcm, sink.as_mut())) {
+                    let Some(hold) = lease.try_hold() else {
+                        return; // still playing the last one, or a call has it
+                    };
+                    match open().and_then(|mut sink| play(&pcm, sink.as_mut(), &hold)) {
                         Ok(()) => tracing::debug!("chime played"),
                         Err(e) => tracing::warn!("chime: {e}; the visitor heard nothing"),
                     }
@@ -262,18 +226,7 @@ pub fn start(
 mod tests {
     use super::*;
     use crate::media::audio::{power_share, rms};
-
-    #[test]
-    fn sounds_parse() {
-        assert_eq!(ChimeSound::parse("builtin"), Ok(ChimeSound::Builtin));
-        assert_eq!(ChimeSound::parse("none"), Ok(ChimeSound::None));
-        assert_eq!(
-            ChimeSound::parse("wav:/usr/share/sounds/ding.wav"),
-            Ok(ChimeSound::Wav("/usr/share/sounds/ding.wav".into()))
-        );
-        assert!(ChimeSound::parse("wav:").is_err());
-        assert!(ChimeSound::parse("ding").is_err());
-    }
+    use crate::media::memory::MemorySink;
 
     #[test]
     fn the_builtin_chime_is_a_short_audible_ding_dong() {
@@ -329,39 +282,23 @@ mod tests {
         assert!(c.relay_pin().is_err());
     }
 
-    struct Collect(Arc<Mutex<Vec<i16>>>);
-
-    impl AudioSink for Collect {
-        fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
-            self.0.lock().unwrap().extend_from_slice(pcm);
-            Ok(())
-        }
-        fn describe(&self) -> String {
-            "collect".into()
-        }
-    }
-
     #[test]
     fn playing_writes_everything_and_a_call_can_cut_it_short() {
+        let lease = SpeakerLease::new();
         let pcm = vec![1000i16; AUDIO_FRAME * 5];
-        let got = Arc::new(Mutex::new(Vec::new()));
-        play(&pcm, &mut Collect(got.clone())).unwrap();
+        let (mut sink, got) = MemorySink::new();
+        play(&pcm, &mut sink, &lease.try_hold().unwrap()).unwrap();
         assert_eq!(got.lock().unwrap().len(), pcm.len());
 
         let long = Arc::new(vec![1000i16; AUDIO_RATE as usize * 5]);
-        let got = Arc::new(Mutex::new(Vec::new()));
+        let (mut sink, got) = MemorySink::new();
         let player = {
-            let (long, got) = (long.clone(), got.clone());
-            std::thread::spawn(move || play(&long, &mut Collect(got)))
+            let (long, lease) = (long.clone(), lease.clone());
+            let hold = lease.try_hold().unwrap();
+            std::thread::spawn(move || play(&long, &mut sink, &hold))
         };
-        while !*PLAYING.busy.lock().unwrap() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        yield_speaker();
-        assert!(
-            !*PLAYING.busy.lock().unwrap(),
-            "the chime let go of the speaker"
-        );
+        lease.take_over();
+        assert!(!lease.is_held(), "the chime let go of the speaker");
         player.join().unwrap().unwrap();
         assert!(got.lock().unwrap().len() < long.len());
     }

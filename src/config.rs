@@ -11,12 +11,19 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::button::ButtonSpec;
-use crate::call::machine::{MachineConfig, PressDuringCall, Timeouts};
-use crate::chime::ChimeSound;
-use crate::media::spec::{SinkSpec, SourceSpec, VideoSpec};
+use crate::call::machine::{MachineConfig, Timeouts};
+use crate::chime::ChimeConfig;
+use crate::media::opener::MediaSettings;
+use crate::media::EncoderSettings;
+use crate::notify::webhook::WebhookConfig;
+use crate::peer::IceServer;
 use crate::signaling::client::{ClientSettings, EngineIo};
 use crate::signaling::tls::{Fingerprint, TrustSettings};
+use crate::spec::call::PressDuringCall;
+use crate::spec::chime::ChimeSound;
+use crate::spec::duration;
+use crate::spec::gpio::ButtonSpec;
+use crate::spec::media::{SinkSpec, SourceSpec, VideoSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -163,24 +170,10 @@ pub struct IceConfig {
 impl Default for IceConfig {
     fn default() -> Self {
         Self {
-            servers: vec![IceServer {
-                urls: vec!["stun:stun.l.google.com:19302".into()],
-                username: String::new(),
-                credential: String::new(),
-            }],
+            servers: IceServer::default_servers(),
             include_loopback: false,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub credential: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,36 +264,6 @@ impl ButtonConfig {
             active_low: self.active_low,
             debounce: self.debounce,
             ring_gap: self.ring_gap,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChimeConfig {
-    /// What the visitor hears on a press: `builtin`, `wav:PATH` or `none`.
-    /// Plays on `audio.speaker` when that is a sound card.
-    pub sound: String,
-    /// Chime loudness, percent of the sound file's level (0..=200).
-    pub volume: u32,
-    /// Also pulse a GPIO output on a press (a relay for an existing chime):
-    /// `gpio:PIN`, or empty for none.
-    pub relay: String,
-    /// The relay is switched on by a low level.
-    pub relay_active_low: bool,
-    /// How long the relay stays on.
-    #[serde(with = "duration")]
-    pub relay_pulse: Duration,
-}
-
-impl Default for ChimeConfig {
-    fn default() -> Self {
-        Self {
-            sound: "builtin".into(),
-            volume: 100,
-            relay: String::new(),
-            relay_active_low: false,
-            relay_pulse: Duration::from_millis(300),
         }
     }
 }
@@ -425,33 +388,6 @@ impl Default for TelegramConfig {
             retry_for: Duration::from_secs(30),
             commands: true,
             token: None,
-        }
-    }
-}
-
-/// One `[[notify.webhook]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `http://` or `https://` URL that gets the JSON ring event.
-    pub url: String,
-    /// Extra request headers (`Authorization`, ntfy's `Title`, ...).
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Bound on one attempt.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// How long a failed POST is retried.
-    #[serde(with = "duration")]
-    pub retry_for: Duration,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            headers: Default::default(),
-            timeout: Duration::from_secs(5),
-            retry_for: Duration::from_secs(30),
         }
     }
 }
@@ -742,6 +678,26 @@ impl Config {
         Ok(())
     }
 
+    /// The media's part of the configuration. Validated configs only (the
+    /// specs parse).
+    pub fn media_settings(&self) -> Result<MediaSettings, String> {
+        let v = &self.video;
+        Ok(MediaSettings {
+            video: VideoSpec::parse(&v.source)?,
+            microphone: SourceSpec::parse(&self.audio.microphone)?,
+            speaker: SinkSpec::parse(&self.audio.speaker)?,
+            speaker_volume: self.audio.speaker_volume,
+            microphone_gain_db: self.audio.microphone_gain_db,
+            encoder: EncoderSettings {
+                width: v.width as usize,
+                height: v.height as usize,
+                fps: v.fps,
+                bitrate_kbps: v.bitrate_kbps,
+                keyframe_interval: v.keyframe_interval,
+            },
+        })
+    }
+
     /// The call machine's part of the configuration.
     pub fn machine(&self) -> MachineConfig {
         let c = &self.call;
@@ -793,66 +749,6 @@ fn valid_log_filter(filter: &str) -> bool {
                 );
             LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
         })
-}
-
-/// Durations as human strings: `"250ms"`, `"3s"`, `"10m"`, `"1h"`, or a bare
-/// number of seconds.
-pub mod duration {
-    use serde::{de, Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
-        let (number, unit) = s.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration such as \"250ms\", \"3s\", \"10m\""))?;
-        let scale = match unit.trim() {
-            "ms" => 0.001,
-            "" | "s" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m or h)")),
-        };
-        let secs = value * scale;
-        if !secs.is_finite() || secs > 365.0 * 86400.0 {
-            return Err(format!("{s:?} is too long"));
-        }
-        Ok(Duration::from_secs_f64(secs))
-    }
-
-    pub fn format(d: Duration) -> String {
-        let ms = d.as_millis();
-        if !ms.is_multiple_of(1000) {
-            format!("{ms}ms")
-        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
-            format!("{}h", ms / 3_600_000)
-        } else if ms.is_multiple_of(60_000) && ms > 0 {
-            format!("{}m", ms / 60_000)
-        } else {
-            format!("{}s", ms / 1000)
-        }
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Secs(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
-            Raw::Secs(n) => Ok(Duration::from_secs(n)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -310,7 +310,9 @@ async fn a_viewer_that_vanishes_ends_the_call_within_the_media_timeout() {
     let gone = Instant::now();
     let (ended, _) = bell.until("ended").await;
     let took = gone.elapsed();
-    eprintln!("media_lost {took:?} after the browser was killed (call.media_timeout {media_timeout:?})");
+    eprintln!(
+        "media_lost {took:?} after the browser was killed (call.media_timeout {media_timeout:?})"
+    );
     assert_eq!(ended["reason"], "media_lost", "{}", bell.log());
     assert!(
         took <= media_timeout + Duration::from_secs(1),

@@ -14,7 +14,8 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use doorbell::peer::{PeerSettings, ViewerOptions, ViewerPeer};
+use doorbell::peer::viewer::{ViewerOptions, ViewerPeer};
+use doorbell::peer::PeerSettings;
 use doorbell::server::{self, ServerSettings};
 use doorbell::signaling::protocol::{Message, SessionDescription};
 use tokio_util::sync::CancellationToken;

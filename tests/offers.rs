@@ -15,14 +15,12 @@ use common::*;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use doorbell::call::machine::PeerState;
+use doorbell::call::peer_state::PeerState;
 use doorbell::media::h264::{EncoderSettings, H264Decoder, H264Encoder};
 use doorbell::media::testsrc::TestPattern;
 use doorbell::media::Frame;
-use doorbell::peer::{
-    AnswerInputs, AnswerPeer, MediaPlan, PeerEvent, PeerSettings, ViewerOptions, ViewerPeer,
-    ViewerStreams,
-};
+use doorbell::peer::viewer::{ViewerOptions, ViewerPeer, ViewerStreams};
+use doorbell::peer::{AnswerInputs, AnswerPeer, MediaPlan, PeerEvent, PeerSettings};
 use doorbell::sdp::{self, Direction};
 
 fn settings() -> PeerSettings {

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use doorbell::cmd::daemon;
-use doorbell::config::{Config, TelegramConfig, WebhookConfig};
+use doorbell::config::{Config, TelegramConfig};
+use doorbell::notify::webhook::WebhookConfig;
 use doorbell::server::{self, Server, ServerSettings};
 
 const TOKEN: &str = "123456:TEST-TOKEN-abcdefghijklmnop";
@@ -169,7 +170,7 @@ fn button(call: &fake_telegram::Call) -> Value {
     call.params["reply_markup"]["inline_keyboard"][0][0].clone()
 }
 
-fn link_of(event: &doorbell::events::CallEvent) -> String {
+fn link_of(event: &doorbell::call::event::CallEvent) -> String {
     event.to_json()["link"].as_str().unwrap().to_string()
 }
 

@@ -8,10 +8,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use doorbell::call::driver::{Command, Engine};
+use doorbell::call::command::Command;
+use doorbell::call::driver::Engine;
+use doorbell::call::event::CallEvent;
 use doorbell::config::Config;
-use doorbell::events::CallEvent;
-use doorbell::media::ConfiguredMedia;
+use doorbell::media::lease::SpeakerLease;
+use doorbell::media::opener::ConfiguredMedia;
 use doorbell::notify::{Notifier, NotifyError, Ring};
 use doorbell::peer::PeerSettings;
 use doorbell::signaling::memory::{MemoryPeer, MemorySignaling};
@@ -62,7 +64,10 @@ fn harness(config: Config) -> Harness {
         machine: config.machine(),
         signaling: Arc::new(signaling),
         signaling_events: sig_rx,
-        media: Arc::new(ConfiguredMedia::new(&config).unwrap()),
+        media: Arc::new(ConfiguredMedia::new(
+            config.media_settings().unwrap(),
+            SpeakerLease::new(),
+        )),
         peer: PeerSettings::default(),
         notifiers: vec![Arc::new(notifier.clone())],
         commands: command_rx,
@@ -85,7 +90,7 @@ impl Harness {
             .send(Command::Ring { reply: Some(tx) })
             .await
             .unwrap();
-        rx.await.unwrap()
+        rx.await.unwrap().to_string()
     }
 
     async fn state(&self) -> &'static str {
@@ -94,7 +99,7 @@ impl Harness {
             .send(Command::Status { reply: tx })
             .await
             .unwrap();
-        rx.await.unwrap().state
+        rx.await.unwrap().state.name()
     }
 
     async fn until(&mut self, name: &str) -> CallEvent {

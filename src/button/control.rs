@@ -16,7 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::call::driver::Command;
+use crate::call::command::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -101,34 +101,47 @@ async fn client(stream: UnixStream, commands: mpsc::Sender<Command>) {
 }
 
 async fn handle(line: &str, commands: &mpsc::Sender<Command>) -> String {
-    let (tx, rx) = oneshot::channel();
-    let command = match line {
-        "ring" => Command::Ring { reply: Some(tx) },
-        "hangup" => Command::Hangup { reply: Some(tx) },
+    const STOPPING: &str = "error: the doorbell is stopping";
+    match line {
+        "ring" => {
+            let (tx, rx) = oneshot::channel();
+            if commands
+                .send(Command::Ring { reply: Some(tx) })
+                .await
+                .is_err()
+            {
+                return STOPPING.into();
+            }
+            rx.await.map_or_else(|_| STOPPING.into(), |r| r.to_string())
+        }
+        "hangup" => {
+            let (tx, rx) = oneshot::channel();
+            if commands
+                .send(Command::Hangup { reply: Some(tx) })
+                .await
+                .is_err()
+            {
+                return STOPPING.into();
+            }
+            rx.await.map_or_else(|_| STOPPING.into(), |r| r.to_string())
+        }
         "status" => {
             let (stx, srx) = oneshot::channel();
             if commands.send(Command::Status { reply: stx }).await.is_err() {
-                return "error: the doorbell is stopping".into();
+                return STOPPING.into();
             }
-            return match srx.await {
+            match srx.await {
                 Ok(status) => {
                     serde_json::to_string(&status).unwrap_or_else(|e| format!("error: {e}"))
                 }
-                Err(_) => "error: the doorbell is stopping".into(),
-            };
+                Err(_) => STOPPING.into(),
+            }
         }
-        other => {
-            return format!(
-                "error: unknown command {:?} (known: ring, hangup, status)",
-                other.chars().take(40).collect::<String>()
-            )
-        }
-    };
-    if commands.send(command).await.is_err() {
-        return "error: the doorbell is stopping".into();
+        other => format!(
+            "error: unknown command {:?} (known: ring, hangup, status)",
+            other.chars().take(40).collect::<String>()
+        ),
     }
-    rx.await
-        .unwrap_or_else(|_| "error: the doorbell is stopping".into())
 }
 
 /// Client side: sends one command to a running daemon and returns its reply.
@@ -163,6 +176,7 @@ pub async fn request(path: &Path, command: &str) -> Result<String, ControlError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::command::{HangupReply, RingReply};
 
     #[tokio::test]
     async fn commands_round_trip_and_unknown_ones_are_refused() {
@@ -176,10 +190,10 @@ mod tests {
             while let Some(c) = rx.recv().await {
                 match c {
                     Command::Ring { reply: Some(r) } => {
-                        let _ = r.send("ringing abc".into());
+                        let _ = r.send(RingReply::Ringing { room: "abc".into() });
                     }
                     Command::Hangup { reply: Some(r) } => {
-                        let _ = r.send("no call to hang up".into());
+                        let _ = r.send(HangupReply::NoCall);
                     }
                     _ => {}
                 }

@@ -1,71 +1,23 @@
 //! Where presses come from. Every source turns its input into
-//! [`Command`](crate::call::driver::Command)s on one channel: `stdin` (each line
+//! [`Command`](crate::call::command::Command)s on one channel: `stdin` (each line
 //! is a press), `gpio:PIN` (a push button, debounced, with a minimum gap
 //! between rings) and the control socket (`doorbell ring`, `hangup`, `status`).
 //!
-//! The GPIO backend ([`gpio`], rppal) only produces raw edges on a channel;
+//! The GPIO backend ([`crate::gpio`], rppal) only produces raw edges on a channel;
 //! debouncing ([`debounce`], pure) and turning presses into rings
 //! ([`run_edges`]) do not depend on it, so tests drive them with synthetic
 //! edges and another backend can replace rppal without touching them.
 
 pub mod control;
 pub mod debounce;
-pub mod gpio;
 pub mod stdin;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::call::driver::Command;
+use crate::call::command::Command;
+use crate::gpio::{self, GpioError};
 use debounce::{DebounceSettings, Debouncer, Outcome};
-
-/// A button source as written in `button.sources`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ButtonSpec {
-    Stdin,
-    /// A BCM GPIO number.
-    Gpio(u8),
-}
-
-impl ButtonSpec {
-    pub fn parse(s: &str) -> Result<ButtonSpec, String> {
-        let s = s.trim();
-        if s == "stdin" {
-            return Ok(ButtonSpec::Stdin);
-        }
-        if let Some(pin) = s.strip_prefix("gpio:") {
-            return parse_pin(pin)
-                .map(ButtonSpec::Gpio)
-                .map_err(|e| format!("{s:?}: {e}"));
-        }
-        Err(format!(
-            "{s:?} is not a button source (known: \"stdin\", \"gpio:PIN\" with a BCM pin number)"
-        ))
-    }
-}
-
-/// A BCM GPIO number, `17` or `GPIO17`.
-pub fn parse_pin(s: &str) -> Result<u8, String> {
-    let digits = s
-        .trim()
-        .trim_start_matches("GPIO")
-        .trim_start_matches("gpio");
-    match digits.parse::<u8>() {
-        Ok(n) if n <= 53 => Ok(n),
-        _ => Err(format!(
-            "{s:?} is not a GPIO number (a BCM number 0..=53, e.g. 17 for physical pin 11)"
-        )),
-    }
-}
-
-/// A GPIO pin that cannot be used, with what to do about it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("GPIO{pin}: {reason}; {fix}")]
-pub struct GpioError {
-    pub pin: u8,
-    pub reason: String,
-    pub fix: String,
-}
 
 /// Turns raw edges (`true` = line high) into rings, until `edges` closes.
 /// `high` is the level when the source was opened. Runs on the Tokio clock,
@@ -146,18 +98,6 @@ pub fn start_gpio(
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn sources_parse() {
-        assert_eq!(ButtonSpec::parse("stdin"), Ok(ButtonSpec::Stdin));
-        assert_eq!(ButtonSpec::parse("gpio:17"), Ok(ButtonSpec::Gpio(17)));
-        assert_eq!(ButtonSpec::parse("gpio:GPIO4"), Ok(ButtonSpec::Gpio(4)));
-        assert!(ButtonSpec::parse("gpio:99").unwrap_err().contains("BCM"));
-        assert!(ButtonSpec::parse("gpio:").is_err());
-        assert!(ButtonSpec::parse("gpoi:17")
-            .unwrap_err()
-            .contains("not a button source"));
-    }
 
     /// The edge task on a paused clock: bounces and a hammering visitor give
     /// the rings the debouncer promises, as commands.

@@ -5,7 +5,7 @@
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::call::driver::Command;
+use crate::call::command::Command;
 
 pub async fn run(commands: mpsc::Sender<Command>) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

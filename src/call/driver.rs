@@ -10,42 +10,19 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::machine::{Action, CallMachine, Epoch, EventKind, Input, MachineConfig, State};
+use super::command::{Command, HangupReply, RingReply, Status};
+use super::event::{CallEvent, Event, EventKind};
+use super::machine::{Action, CallMachine, Epoch, Input, MachineConfig, State};
 use super::session::Session;
-use crate::events::CallEvent;
 use crate::media::MediaOpener;
 use crate::notify::{Notifier, Ring};
 use crate::peer::PeerSettings;
 use crate::signaling::protocol::{IceCandidate, Message};
 use crate::signaling::{random_room, Signaling, SignalingEvent};
-
-/// What buttons and the control socket can ask.
-#[derive(Debug)]
-pub enum Command {
-    /// The button. The reply says what happened (`ringing ROOM`, `busy`, `failed: ...`).
-    Ring {
-        reply: Option<oneshot::Sender<String>>,
-    },
-    Hangup {
-        reply: Option<oneshot::Sender<String>>,
-    },
-    Status {
-        reply: oneshot::Sender<Status>,
-    },
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Status {
-    pub state: &'static str,
-    pub room: Option<String>,
-    pub calls: u64,
-    pub signaling_up: bool,
-    pub uptime_s: u64,
-}
 
 /// Everything the call loop needs from outside.
 pub struct Engine {
@@ -228,7 +205,9 @@ impl Loop {
                             "the operating system's random source failed: {e}; cannot make a room"
                         );
                         if let Some(r) = reply {
-                            let _ = r.send(format!("failed: no random room name ({e})"));
+                            let _ = r.send(RingReply::Failed {
+                                why: format!("no random room name ({e})"),
+                            });
                         }
                         return;
                     }
@@ -244,15 +223,15 @@ impl Loop {
                 self.feed(Input::Hangup);
                 if let Some(r) = reply {
                     let _ = r.send(if active {
-                        "hanging up".into()
+                        HangupReply::HangingUp
                     } else {
-                        "no call to hang up".into()
+                        HangupReply::NoCall
                     });
                 }
             }
             Command::Status { reply } => {
                 let _ = reply.send(Status {
-                    state: self.machine.state().name(),
+                    state: self.machine.state().kind(),
                     room: self.machine.room().map(str::to_string),
                     calls: self.calls,
                     signaling_up: self.machine.signaling_up(),
@@ -413,7 +392,7 @@ impl Loop {
     }
 }
 
-fn log_event(event: &super::machine::Event) {
+fn log_event(event: &Event) {
     let (call, room) = (event.call, event.room.as_str());
     match &event.kind {
         EventKind::Error { what } => tracing::warn!(call, room, "{what}"),
@@ -426,23 +405,25 @@ fn log_event(event: &super::machine::Event) {
 }
 
 /// The short answer to a button press, from what the machine did with it.
-fn describe_press(actions: &[Action]) -> String {
+fn describe_press(actions: &[Action]) -> RingReply {
     let mut room = None;
     for a in actions {
         match a {
             Action::Emit(e) => match &e.kind {
-                EventKind::Busy => return "busy: a call is in progress".into(),
+                EventKind::Busy => return RingReply::Busy,
                 EventKind::Ringing => room = Some(e.room.clone()),
-                EventKind::Error { what } => return format!("failed: {what}"),
+                EventKind::Error { what } => return RingReply::Failed { why: what.clone() },
                 _ => {}
             },
-            Action::Ignored { input, .. } => return format!("ignored: {input}"),
+            Action::Ignored { input, .. } => return RingReply::Ignored { why: input.clone() },
             _ => {}
         }
     }
     match room {
-        Some(r) => format!("ringing {r}"),
-        None => "ignored".into(),
+        Some(room) => RingReply::Ringing { room },
+        None => RingReply::Ignored {
+            why: "nothing happened".into(),
+        },
     }
 }
 

@@ -24,291 +24,13 @@
 
 use std::time::{Duration, Instant};
 
+use crate::call::command::StateKind;
+use crate::call::event::{EndReason, Event, EventKind};
+use crate::call::peer_state::PeerState;
 use crate::signaling::protocol::{IceCandidate, Message, SessionDescription};
 
-/// Every timeout of a call. All are configurable (`[call]` in the config).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timeouts {
-    /// `join` sent, no `created` yet.
-    pub signaling: Duration,
-    /// Link sent, nobody opened it.
-    pub viewer_join: Duration,
-    /// Viewer joined, no offer yet.
-    pub offer: Duration,
-    /// Cap on ICE gathering while building the answer (used by the peer).
-    pub ice_gather: Duration,
-    /// Longest call.
-    pub max_call: Duration,
-    /// Media silent (counted from the last packet), ICE disconnected, or
-    /// never connected: hang up after this.
-    pub media: Duration,
-    /// Longest wait for the driver to finish tearing a call down.
-    pub teardown: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            signaling: Duration::from_secs(10),
-            viewer_join: Duration::from_secs(60),
-            offer: Duration::from_secs(20),
-            ice_gather: Duration::from_secs(3),
-            max_call: Duration::from_secs(600),
-            media: Duration::from_secs(10),
-            teardown: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Timeouts {
-    /// Answer creation = ICE gathering (capped) plus SDP work; this bounds the lot.
-    pub fn answer(&self) -> Duration {
-        self.ice_gather + Duration::from_secs(5)
-    }
-}
-
-/// What a press during a call does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PressDuringCall {
-    /// Report it (event `busy`), nothing else.
-    #[default]
-    Ignore,
-    /// Report it and send the owner the link again.
-    Renotify,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineConfig {
-    pub timeouts: Timeouts,
-    pub press_during_call: PressDuringCall,
-    /// Viewer link with `{room}` where the room name goes.
-    pub link_template: String,
-}
-
-/// Increases with every ring and every new peer session inside a ring. Inputs
-/// from the driver carry the epoch they belong to; stale ones are dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Epoch(pub u64);
-
-/// The state of the peer connection, as the peer module reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerState {
-    Connected,
-    Disconnected,
-    Failed,
-    Closed,
-}
-
-/// Everything that can happen to the doorbell.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    /// The button. `room` is a fresh random name, used only if a call starts.
-    Press {
-        room: String,
-    },
-    /// Hang up the current call (control command).
-    Hangup,
-    /// The daemon is stopping: end any call, accept no new press.
-    Shutdown,
-    /// The signaling connection is up (Socket.IO connected) / gone.
-    SignalingUp,
-    SignalingDown,
-    /// A message from the signaling server.
-    Signal(Message),
-    /// Sending a message to the signaling server failed.
-    SignalFailed {
-        what: String,
-    },
-    /// The notifiers finished sending the ring; `Err` carries why the last failed.
-    Notified {
-        epoch: Epoch,
-        result: Result<(), String>,
-    },
-    /// The answer is ready (ICE gathering complete or capped).
-    AnswerReady {
-        epoch: Epoch,
-        answer: SessionDescription,
-    },
-    AnswerFailed {
-        epoch: Epoch,
-        error: String,
-    },
-    Peer {
-        epoch: Epoch,
-        state: PeerState,
-    },
-    /// Nothing (RTP or RTCP) has come from the viewer since `last_packet`.
-    MediaStalled {
-        epoch: Epoch,
-        last_packet: Instant,
-    },
-    /// Packets from the viewer arrive again after a stall.
-    MediaFlowing {
-        epoch: Epoch,
-    },
-    /// The first media sample went out on the connected transport.
-    FirstMedia {
-        epoch: Epoch,
-    },
-    /// A media source, encoder or sink failed; the call goes on without it.
-    MediaError {
-        epoch: Epoch,
-        what: String,
-    },
-    /// The driver finished tearing down the call of `epoch`.
-    TeardownDone {
-        epoch: Epoch,
-    },
-    /// Time passed; expire what is due at `now`.
-    Tick,
-}
-
-/// Why a call ended, as reported in `ended{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// Nobody opened the link in time.
-    Unanswered,
-    /// The viewer joined but sent no offer in time.
-    NoOffer,
-    /// The viewer sent `bye`.
-    ViewerLeft,
-    /// Hang-up command.
-    Hangup,
-    /// The maximum call length was reached.
-    MaxDuration,
-    /// The media connection never came up, or ICE failed.
-    MediaFailed,
-    /// The media connection went silent for too long.
-    MediaLost,
-    /// The offer could not be answered (bad SDP, no common codec, peer error).
-    AnswerFailed,
-    /// Our room name was already taken (`joined`/`full` answered our `join`).
-    RoomCollision,
-    /// The signaling server did not answer `join` in time.
-    SignalingTimeout,
-    /// The signaling server was unreachable when the button was pressed.
-    SignalingUnavailable,
-    /// The signaling connection was lost before the call was established.
-    SignalingLost,
-    /// The daemon is stopping.
-    Shutdown,
-}
-
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Unanswered => "unanswered",
-            EndReason::NoOffer => "no_offer",
-            EndReason::ViewerLeft => "viewer_left",
-            EndReason::Hangup => "hangup",
-            EndReason::MaxDuration => "max_duration",
-            EndReason::MediaFailed => "media_failed",
-            EndReason::MediaLost => "media_lost",
-            EndReason::AnswerFailed => "answer_failed",
-            EndReason::RoomCollision => "room_collision",
-            EndReason::SignalingTimeout => "signaling_timeout",
-            EndReason::SignalingUnavailable => "signaling_unavailable",
-            EndReason::SignalingLost => "signaling_lost",
-            EndReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// Call events for integrations (`--events json`), notifiers and logs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EventKind {
-    Ringing,
-    RoomCreated,
-    Notified {
-        link: String,
-    },
-    ViewerJoined,
-    Answered,
-    Connected,
-    FirstMedia,
-    Ended {
-        reason: EndReason,
-    },
-    Error {
-        what: String,
-    },
-    /// The button was pressed while a call was in progress.
-    Busy,
-}
-
-impl EventKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::Ringing => "ringing",
-            EventKind::RoomCreated => "room_created",
-            EventKind::Notified { .. } => "notified",
-            EventKind::ViewerJoined => "viewer_joined",
-            EventKind::Answered => "answered",
-            EventKind::Connected => "connected",
-            EventKind::FirstMedia => "first_media",
-            EventKind::Ended { .. } => "ended",
-            EventKind::Error { .. } => "error",
-            EventKind::Busy => "busy",
-        }
-    }
-}
-
-/// One call event: which call (a counter since start), which room, what.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub call: u64,
-    pub room: String,
-    pub kind: EventKind,
-}
-
-/// What the driver must do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Send a message to the signaling server.
-    Send(Message),
-    /// Tell the owner: the bell rang, here is the link. Answer with [`Input::Notified`].
-    Notify {
-        epoch: Epoch,
-        call: u64,
-        room: String,
-        link: String,
-    },
-    /// Tell the owner the bell rang but no call could be set up.
-    NotifyFailure {
-        call: u64,
-        room: String,
-        reason: String,
-    },
-    /// Build the peer for `offer`, warm the media up, answer with ICE gathering
-    /// capped at `gather_timeout`. Answer with [`Input::AnswerReady`] or
-    /// [`Input::AnswerFailed`]. Any earlier peer of the call is closed first.
-    /// `candidates` trickled in before the offer are added once it is set.
-    Answer {
-        epoch: Epoch,
-        offer: SessionDescription,
-        gather_timeout: Duration,
-        candidates: Vec<IceCandidate>,
-    },
-    /// A candidate the viewer trickled after its offer: add it to the peer of
-    /// `epoch` (the answer itself stays non-trickle).
-    AddCandidate {
-        epoch: Epoch,
-        candidate: IceCandidate,
-    },
-    /// The transport is up: start sending media, IDR first.
-    StartMedia { epoch: Epoch },
-    /// Close the peer of `epoch` and stop its media (the call goes on, e.g. the
-    /// viewer reloaded the page and a new offer is expected).
-    ClosePeer { epoch: Epoch },
-    /// Close the peer, stop media, release devices; answer with [`Input::TeardownDone`].
-    Teardown { epoch: Epoch },
-    /// Report a call event.
-    Emit(Event),
-    /// The input made no sense in this state; log it.
-    Ignored { input: String, state: &'static str },
-}
+mod interface;
+pub use interface::{Action, Epoch, Input, MachineConfig, PressDuringCall, Timeouts};
 
 /// The states of a call.
 #[derive(Debug, Clone, PartialEq)]
@@ -333,16 +55,20 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> StateKind {
         match self {
-            State::Idle => "idle",
-            State::Joining => "joining",
-            State::WaitingViewer => "waiting_viewer",
-            State::WaitingOffer => "waiting_offer",
-            State::Answering => "answering",
-            State::InCall { .. } => "in_call",
-            State::Ending { .. } => "ending",
+            State::Idle => StateKind::Idle,
+            State::Joining => StateKind::Joining,
+            State::WaitingViewer => StateKind::WaitingViewer,
+            State::WaitingOffer => StateKind::WaitingOffer,
+            State::Answering => StateKind::Answering,
+            State::InCall { .. } => StateKind::InCall,
+            State::Ending { .. } => StateKind::Ending,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 }
 

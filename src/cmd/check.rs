@@ -13,10 +13,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::button::ButtonSpec;
 use crate::config::Config;
-use crate::media::spec::{SinkSpec, SourceSpec, VideoSpec};
 use crate::signaling::client::{probe, ClientSettings};
+use crate::spec::gpio::ButtonSpec;
+use crate::spec::media::{SinkSpec, SourceSpec, VideoSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -172,7 +172,7 @@ fn check_button(source: &str, config: &Config) -> Line {
         Ok(ButtonSpec::Stdin) => ok("button", "stdin: each line on standard input is a press"),
         Ok(ButtonSpec::Gpio(pin)) => {
             let (tx, _rx) = tokio::sync::mpsc::channel(1);
-            match crate::button::gpio::open_button(pin, config.button.active_low, tx) {
+            match crate::gpio::open_button(pin, config.button.active_low, tx) {
                 Ok((_button, high)) => {
                     let pressed = high != config.button.active_low;
                     ok(
@@ -345,8 +345,7 @@ fn check_relay(config: &Config) -> Line {
     match config.chime.relay_pin() {
         Err(e) => failed("relay", e, "see chime.relay in docs/config.md"),
         Ok(None) => off("relay", "no chime relay"),
-        Ok(Some(pin)) => match crate::button::gpio::Relay::open(pin, config.chime.relay_active_low)
-        {
+        Ok(Some(pin)) => match crate::gpio::Relay::open(pin, config.chime.relay_active_low) {
             Ok(_relay) => ok("relay", format!("gpio:{pin} opened (left off)")),
             Err(e) => failed("relay", format!("gpio:{pin}: {}", e.reason), e.fix),
         },

@@ -9,13 +9,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::button;
-use crate::call::driver::{Command, Engine};
+use crate::call::command::Command;
+use crate::call::driver::Engine;
+use crate::call::event::CallEvent;
+use crate::chime;
 use crate::config::Config;
-use crate::events::CallEvent;
-use crate::media::{ConfiguredMedia, MediaOpener};
-use crate::notify;
+use crate::media::lease::SpeakerLease;
+use crate::media::opener::ConfiguredMedia;
+use crate::media::MediaOpener;
+use crate::notify::{self, Notifier, NotifyError};
 use crate::peer::PeerSettings;
 use crate::signaling::client::SocketIoSignaling;
+use crate::spec::gpio::ButtonSpec;
+use crate::spec::media::SinkSpec;
 
 #[derive(Default)]
 pub struct Options {
@@ -34,7 +40,7 @@ pub struct Doorbell {
     /// Ends when the call loop has finished after `cancel`.
     pub task: JoinHandle<()>,
     /// GPIO buttons: their pins and interrupt threads live as long as this.
-    _buttons: Vec<button::gpio::Button>,
+    _buttons: Vec<crate::gpio::Button>,
 }
 
 pub async fn start(
@@ -42,9 +48,14 @@ pub async fn start(
     options: Options,
     cancel: CancellationToken,
 ) -> anyhow::Result<Doorbell> {
+    // The door's speaker, shared by the chime and the calls.
+    let speaker = SpeakerLease::new();
     let media: Arc<dyn MediaOpener> = match options.media {
         Some(m) => m,
-        None => Arc::new(ConfiguredMedia::new(config).map_err(anyhow::Error::msg)?),
+        None => Arc::new(ConfiguredMedia::new(
+            config.media_settings().map_err(anyhow::Error::msg)?,
+            speaker.clone(),
+        )),
     };
     let (signaling_tx, signaling_events) = mpsc::channel(256);
     // Not a child of `cancel`: see the call loop's task below. Until then a
@@ -71,13 +82,13 @@ pub async fn start(
     }
     let mut gpio_buttons = Vec::new();
     for source in &config.button.sources {
-        match button::ButtonSpec::parse(source).map_err(anyhow::Error::msg)? {
-            button::ButtonSpec::Stdin => {
+        match ButtonSpec::parse(source).map_err(anyhow::Error::msg)? {
+            ButtonSpec::Stdin => {
                 if options.stdin_button {
                     tokio::spawn(button::stdin::run(commands.clone()));
                 }
             }
-            button::ButtonSpec::Gpio(pin) => {
+            ButtonSpec::Gpio(pin) => {
                 // A button that cannot be opened is a start-up error with the
                 // fix in it: an appliance without its button is not running.
                 let b =
@@ -87,7 +98,7 @@ pub async fn start(
         }
     }
     let (events, _) = broadcast::channel(256);
-    let notifiers = notify::build(
+    let notifiers = notifiers(
         config,
         options.stdout_notifier,
         media.clone(),
@@ -110,9 +121,13 @@ pub async fn start(
     };
     // The chime is a courtesy to the visitor: without it the bell still rings
     // the owner, so a missing sound file or relay is logged, not fatal.
-    if let Err(e) = crate::chime::start(
+    let chime_speaker = SinkSpec::parse(&config.audio.speaker)
+        .ok()
+        .and_then(|spec| chime::speaker_for(&spec));
+    if let Err(e) = chime::start(
         &config.chime,
-        crate::chime::configured_speaker(config),
+        chime_speaker,
+        speaker,
         &events,
         cancel.child_token(),
     ) {
@@ -131,6 +146,65 @@ pub async fn start(
         task,
         _buttons: gpio_buttons,
     })
+}
+
+/// The notifiers `config` asks for, in order: stdout (when `stdout` allows it:
+/// not with `--events json`), Telegram, then each webhook. Starts the Telegram
+/// bot (token check, commands) in the background, stopped by `cancel`. Fails
+/// on a missing or exposed bot token or an unusable URL, with the fix in the
+/// message; never on an unreachable service (that is a runtime matter, logged
+/// and retried).
+fn notifiers(
+    config: &Config,
+    stdout: bool,
+    media: Arc<dyn MediaOpener>,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<CallEvent>,
+    cancel: CancellationToken,
+) -> Result<Vec<Arc<dyn Notifier>>, NotifyError> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    if stdout && config.notify.stdout {
+        notifiers.push(Arc::new(notify::stdout::StdoutNotifier));
+    }
+    let t = &config.notify.telegram;
+    if t.enabled {
+        let error = |message: String| NotifyError {
+            notifier: "telegram".into(),
+            message,
+        };
+        let (token, from) = notify::secret::TokenSources::from_environment(t.token_file.as_deref())
+            .load()
+            .map_err(|e| error(e.to_string()))?;
+        tracing::info!("telegram: bot token from {from}");
+        let api = notify::telegram::api::Api::new(token, &t.api_url).map_err(error)?;
+        let settle_frames = t.settle_frames as usize;
+        notifiers.push(Arc::new(notify::telegram::TelegramNotifier::new(
+            api.clone(),
+            notify::telegram::TelegramSettings {
+                chat_ids: t.chat_ids.clone(),
+                snapshot: t.snapshot,
+                settle_frames,
+                retry_for: t.retry_for,
+            },
+            media.clone(),
+        )));
+        notify::telegram::bot::spawn(
+            api,
+            notify::telegram::bot::BotSettings {
+                chat_ids: t.chat_ids.clone(),
+                commands: t.commands,
+                settle_frames,
+            },
+            media,
+            commands,
+            events.subscribe(),
+            cancel,
+        );
+    }
+    for w in &config.notify.webhook {
+        notifiers.push(Arc::new(notify::webhook::WebhookNotifier::new(w)?));
+    }
+    Ok(notifiers)
 }
 
 /// Prints every call event as a JSON line on standard output.

@@ -93,7 +93,7 @@ fn gpio(out: &mut String) {
         out,
         "GPIO (button.sources = [\"gpio:PIN\"], chime.relay = \"gpio:PIN\"):"
     );
-    match crate::button::gpio::describe() {
+    match crate::gpio::describe() {
         Ok(s) => {
             let _ = writeln!(out, "  {s}");
         }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{daemon, init_logging, shutdown_on_signals, EventFormat};
-use crate::call::driver::{Command, Status};
+use crate::call::command::{Command, Status};
 use crate::config::Config;
 use crate::systemd;
 
@@ -127,7 +127,11 @@ fn describe(s: &Status) -> String {
     } else {
         "signaling server unreachable, retrying"
     };
-    format!("{}, {server}, {} calls since start", s.state, s.calls)
+    format!(
+        "{}, {server}, {} calls since start",
+        s.state.name(),
+        s.calls
+    )
 }
 
 /// SIGHUP: a restart applies a new config (`systemctl restart doorbell`); the

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::{init_logging, shutdown_on_signals};
-use crate::config::IceServer;
+use crate::peer::ice::IceServer;
 use crate::server::{self, rooms::Limits, ServerSettings};
 
 #[derive(Debug, clap::Args)]

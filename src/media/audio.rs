@@ -419,7 +419,7 @@ pub fn rms(pcm: &[i16]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use crate::media::memory::MemorySink;
 
     #[test]
     fn power_share_finds_a_tone_among_others() {
@@ -462,21 +462,10 @@ mod tests {
         assert!((f - 440.0).abs() < 440.0 * 0.05, "{f}");
     }
 
-    struct Collect(Arc<Mutex<Vec<i16>>>);
-    impl AudioSink for Collect {
-        fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
-            self.0.lock().unwrap().extend_from_slice(pcm);
-            Ok(())
-        }
-        fn describe(&self) -> String {
-            "collect".into()
-        }
-    }
-
     #[test]
     fn playout_decodes_reordered_packets_and_pads_silence() {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let playout = Playout::start(Box::new(Collect(got.clone())), |e| panic!("{e}")).unwrap();
+        let (sink, got) = MemorySink::new();
+        let playout = Playout::start(Box::new(sink), |e| panic!("{e}")).unwrap();
         let input = playout.input();
         let mut t = Tone::new(600.0);
         let mut enc = OpusEncoder::new().unwrap();

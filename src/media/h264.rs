@@ -9,6 +9,7 @@
 //! [`H264Decoder`] is the viewer's side, for tests, benchmarks and self-checks.
 
 use bytes::Bytes;
+#[cfg(feature = "testkit")]
 use openh264::decoder::Decoder;
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
@@ -16,19 +17,10 @@ use openh264::encoder::{
 };
 use openh264::formats::{YUVSlices, YUVSource};
 use openh264::OpenH264API;
-use std::time::Duration;
 
 use super::{Frame, MediaError};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncoderSettings {
-    pub width: usize,
-    pub height: usize,
-    pub fps: u32,
-    pub bitrate_kbps: u32,
-    /// Force an IDR at least this often; zero: only on request.
-    pub keyframe_interval: Duration,
-}
+pub use super::EncoderSettings;
 
 /// One encoded access unit.
 #[derive(Debug, Clone)]
@@ -115,8 +107,11 @@ pub struct Picture {
     pub stamp: Option<u32>,
 }
 
+/// The viewer's decoder (feature `testkit`: tests, benchmarks, self-checks).
+#[cfg(feature = "testkit")]
 pub struct H264Decoder(Decoder);
 
+#[cfg(feature = "testkit")]
 impl H264Decoder {
     pub fn new() -> Result<Self, MediaError> {
         Decoder::new()
@@ -191,6 +186,7 @@ pub fn sps_profile(annex_b: &[u8]) -> Option<[u8; 3]> {
 mod tests {
     use super::*;
     use crate::media::testsrc::TestPattern;
+    use std::time::Duration;
 
     fn settings() -> EncoderSettings {
         EncoderSettings {

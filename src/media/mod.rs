@@ -19,9 +19,12 @@ pub mod device;
 pub mod gain;
 pub mod h264;
 pub mod jitter;
+pub mod lease;
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory;
 pub mod negotiate;
+pub mod opener;
 pub mod snapshot;
-pub mod spec;
 pub mod stamp;
 pub mod testsrc;
 #[cfg(feature = "camera")]
@@ -31,9 +34,6 @@ pub mod wav;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use crate::config::Config;
-use spec::{SinkSpec, SourceSpec, VideoSpec};
 
 /// Opus and everything around it run at 48 kHz.
 pub const AUDIO_RATE: u32 = 48_000;
@@ -119,6 +119,17 @@ pub trait AudioSink: Send {
     fn describe(&self) -> String;
 }
 
+/// H.264 encoder settings for the video of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderSettings {
+    pub width: usize,
+    pub height: usize,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// Force an IDR at least this often; zero: only on request.
+    pub keyframe_interval: Duration,
+}
+
 /// Opens the devices of one call. The seam that lets tests and the demo swap
 /// hardware for generated media.
 pub trait MediaOpener: Send + Sync {
@@ -127,128 +138,7 @@ pub trait MediaOpener: Send + Sync {
     fn microphone(&self) -> Result<Option<Box<dyn AudioSource>>, MediaError>;
     fn speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError>;
     /// Encoder settings for the video this opener produces.
-    fn video_settings(&self) -> h264::EncoderSettings;
-}
-
-/// Opens what the config names.
-#[derive(Debug, Clone)]
-pub struct ConfiguredMedia {
-    video: VideoSpec,
-    microphone: SourceSpec,
-    speaker: SinkSpec,
-    speaker_volume: u32,
-    microphone_gain_db: f32,
-    settings: h264::EncoderSettings,
-}
-
-impl ConfiguredMedia {
-    /// From a validated config (the specs parse).
-    pub fn new(config: &Config) -> Result<Self, String> {
-        let v = &config.video;
-        Ok(Self {
-            video: VideoSpec::parse(&v.source)?,
-            microphone: SourceSpec::parse(&config.audio.microphone)?,
-            speaker: SinkSpec::parse(&config.audio.speaker)?,
-            speaker_volume: config.audio.speaker_volume,
-            microphone_gain_db: config.audio.microphone_gain_db,
-            settings: h264::EncoderSettings {
-                width: v.width as usize,
-                height: v.height as usize,
-                fps: v.fps,
-                bitrate_kbps: v.bitrate_kbps,
-                keyframe_interval: v.keyframe_interval,
-            },
-        })
-    }
-}
-
-impl MediaOpener for ConfiguredMedia {
-    fn video(&self) -> Result<Option<Box<dyn VideoSource>>, MediaError> {
-        let s = &self.settings;
-        Ok(match &self.video {
-            VideoSpec::Testsrc => Some(Box::new(testsrc::TestPattern::new(
-                s.width, s.height, s.fps,
-            ))),
-            VideoSpec::V4l2(path) => Some(open_camera(path, s)?),
-            VideoSpec::None => None,
-        })
-    }
-
-    fn microphone(&self) -> Result<Option<Box<dyn AudioSource>>, MediaError> {
-        let source: Box<dyn AudioSource> = match &self.microphone {
-            SourceSpec::Tone { hz } => Box::new(audio::Tone::new(*hz)),
-            SourceSpec::Device(name) => open_input(name)?,
-            SourceSpec::None => return Ok(None),
-        };
-        Ok(Some(gain::GainSource::wrap(
-            source,
-            self.microphone_gain_db,
-        )))
-    }
-
-    fn speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError> {
-        let sink: Box<dyn AudioSink> = match &self.speaker {
-            SinkSpec::Wav(path) => Box::new(wav::WavSink::create(path, call)?),
-            SinkSpec::Device(name) => {
-                // A chime still playing gives the device up first.
-                crate::chime::yield_speaker();
-                open_output(name)?
-            }
-            SinkSpec::None => return Ok(None),
-        };
-        Ok(Some(gain::VolumeSink::wrap(sink, self.speaker_volume)))
-    }
-
-    fn video_settings(&self) -> h264::EncoderSettings {
-        self.settings.clone()
-    }
-}
-
-#[cfg(feature = "camera")]
-fn open_camera(
-    path: &std::path::Path,
-    s: &h264::EncoderSettings,
-) -> Result<Box<dyn VideoSource>, MediaError> {
-    Ok(Box::new(v4l2::V4l2Camera::open(
-        path,
-        s.width as u32,
-        s.height as u32,
-        s.fps,
-    )?))
-}
-
-#[cfg(not(feature = "camera"))]
-fn open_camera(
-    path: &std::path::Path,
-    _: &h264::EncoderSettings,
-) -> Result<Box<dyn VideoSource>, MediaError> {
-    Err(MediaError::NotBuilt(
-        format!("camera {}", path.display()),
-        "camera",
-    ))
-}
-
-#[cfg(feature = "audio")]
-fn open_input(name: &str) -> Result<Box<dyn AudioSource>, MediaError> {
-    Ok(Box::new(device::DeviceSource::open(name)?))
-}
-
-#[cfg(not(feature = "audio"))]
-fn open_input(name: &str) -> Result<Box<dyn AudioSource>, MediaError> {
-    Err(MediaError::NotBuilt(
-        format!("microphone {name:?}"),
-        "audio",
-    ))
-}
-
-#[cfg(feature = "audio")]
-fn open_output(name: &str) -> Result<Box<dyn AudioSink>, MediaError> {
-    Ok(Box::new(device::DeviceSink::open(name)?))
-}
-
-#[cfg(not(feature = "audio"))]
-fn open_output(name: &str) -> Result<Box<dyn AudioSink>, MediaError> {
-    Err(MediaError::NotBuilt(format!("speaker {name:?}"), "audio"))
+    fn video_settings(&self) -> EncoderSettings;
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

@@ -18,8 +18,35 @@ use std::time::Duration;
 
 use super::retry::{retry, Retry, Retryable};
 use super::{Notifier, NotifyError, Ring};
-use crate::config::WebhookConfig;
 use crate::media::unix_ms;
+use crate::spec::duration;
+
+/// One `[[notify.webhook]]`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL that gets the JSON ring event.
+    pub url: String,
+    /// Extra request headers (`Authorization`, ntfy's `Title`, ...).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Bound on one attempt.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How long a failed POST is retried.
+    #[serde(with = "duration")]
+    pub retry_for: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            headers: Default::default(),
+            timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(30),
+        }
+    }
+}
 
 pub struct WebhookNotifier {
     /// `webhook https://ha.local:8123`: the URL without path or query.

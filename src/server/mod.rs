@@ -27,7 +27,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::IceServer;
+use crate::peer::ice::IceServer;
 use crate::signaling::protocol::{valid_room, MAX_SDP_BYTES};
 use rooms::{JoinOutcome, Limits, RoomTable};
 
@@ -47,7 +47,7 @@ impl Default for ServerSettings {
         Self {
             limits: Limits::default(),
             max_connections: 1000,
-            viewer_ice_servers: crate::config::IceConfig::default().servers,
+            viewer_ice_servers: IceServer::default_servers(),
         }
     }
 }

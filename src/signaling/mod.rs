@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod engineio;
+#[cfg(feature = "testkit")]
 pub mod memory;
 pub mod protocol;
 pub mod socketio;

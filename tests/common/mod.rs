@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use doorbell::call::driver::{Command, Status};
+use doorbell::call::command::{Command, Status};
+use doorbell::call::event::CallEvent;
 use doorbell::cmd::daemon::{self, Doorbell};
 use doorbell::config::Config;
-use doorbell::events::CallEvent;
 use doorbell::media::audio::{dominant_frequency, rms, OpusDecoder, OpusEncoder, Tone};
 use doorbell::media::h264::H264Decoder;
 use doorbell::media::{wav, AUDIO_FRAME};
-use doorbell::peer::{PeerSettings, ViewerOptions, ViewerPeer};
+use doorbell::peer::viewer::{ViewerOptions, ViewerPeer};
+use doorbell::peer::PeerSettings;
 use doorbell::sdp;
 use doorbell::signaling::client::{ClientSettings, SocketIoSignaling};
 use doorbell::signaling::protocol::{Message, SessionDescription};
@@ -100,6 +101,7 @@ impl Bell {
         }
     }
 
+    /// Presses the button; the reply as the control socket words it.
     pub async fn ring(&self) -> String {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.bell
@@ -111,6 +113,7 @@ impl Bell {
             .await
             .expect("ring reply in time")
             .unwrap()
+            .to_string()
     }
 
     /// The next event named `name`; every event seen on the way is returned too.

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, ErrorKind, Incoming};
 use super::{clock, day_and_clock, why, SNAPSHOT_LIMIT};
-use crate::call::driver::{Command, Status};
-use crate::call::machine::{EndReason, EventKind};
-use crate::events::CallEvent;
+use crate::call::command::{Command, RingReply, StateKind, Status};
+use crate::call::event::CallEvent;
+use crate::call::event::{EndReason, EventKind};
 use crate::media::{snapshot, unix_ms, MediaOpener};
 use crate::notify::retry::retry;
 
@@ -309,10 +309,10 @@ impl Bot {
                     Err(_) => None,
                 };
                 Some(match answer {
-                    Some(a) if a.starts_with("ringing") => {
+                    Some(RingReply::Ringing { .. }) => {
                         "Ringing, like a press of the button: the ring message follows.".into()
                     }
-                    Some(a) if a.starts_with("busy") => "Busy: a call is in progress.".into(),
+                    Some(RingReply::Busy) => "Busy: a call is in progress.".into(),
                     Some(a) => format!("The ring did not start: {a}."),
                     None => "The doorbell did not answer in time.".into(),
                 })
@@ -364,7 +364,10 @@ impl Bot {
                 SNAPSHOT_LIMIT.as_secs()
             ),
         };
-        let busy = self.status().await.is_some_and(|s| s.state != "idle");
+        let busy = self
+            .status()
+            .await
+            .is_some_and(|s| s.state != StateKind::Idle);
         tracing::warn!("telegram: /snapshot failed: {failure}");
         Some(if busy {
             "The camera is busy with a call; try again when it is over.".into()
@@ -393,10 +396,10 @@ fn poll_backoff(failures: u32) -> Duration {
 
 fn status_text(status: &Status, last: Option<&Entry>) -> String {
     let state = match status.state {
-        "idle" => "Idle.".to_string(),
-        "in_call" => "In a call.".to_string(),
-        "ending" => "Ending a call.".to_string(),
-        other => format!("Ringing ({}).", other.replace('_', " ")),
+        StateKind::Idle => "Idle.".to_string(),
+        StateKind::InCall => "In a call.".to_string(),
+        StateKind::Ending => "Ending a call.".to_string(),
+        other => format!("Ringing ({}).", other.name().replace('_', " ")),
     };
     let up = status.uptime_s;
     let uptime = if up < 3600 {
@@ -528,7 +531,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::machine::Event;
+    use crate::call::event::Event;
 
     fn event(call: u64, ts: u64, kind: EventKind) -> CallEvent {
         CallEvent {
@@ -652,7 +655,7 @@ mod tests {
     #[test]
     fn status_reads_like_a_sentence() {
         let status = Status {
-            state: "waiting_viewer",
+            state: StateKind::WaitingViewer,
             room: Some("secret-room".into()),
             calls: 3,
             signaling_up: true,
@@ -675,7 +678,7 @@ mod tests {
             "no room names in chats: {text}"
         );
         let idle = Status {
-            state: "idle",
+            state: StateKind::Idle,
             signaling_up: false,
             uptime_s: 42,
             ..status

@@ -30,8 +30,8 @@ use std::time::Duration;
 use self::api::{Api, ApiError, Button, ErrorKind, Sent};
 use super::retry::retry;
 use super::{Notifier, NotifyError, Ring};
-use crate::call::machine::{EndReason, EventKind};
-use crate::events::CallEvent;
+use crate::call::event::CallEvent;
+use crate::call::event::{EndReason, EventKind};
 use crate::media::{snapshot, unix_ms, MediaOpener};
 
 /// A camera that gives no picture in this long is given up for this ring:

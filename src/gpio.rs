@@ -1,5 +1,6 @@
 //! GPIO through `rppal`: the only module that imports it, behind the `rpi`
-//! cargo feature. rppal is no longer maintained upstream; another backend (the
+//! cargo feature. Inputs for buttons (`crate::button`), outputs for the
+//! chime relay (`crate::chime`). rppal is no longer maintained upstream; another backend (the
 //! Linux GPIO character device directly, libgpiod) replaces this file and
 //! nothing else: the rest of the doorbell sees [`open_button`] (edges on a
 //! channel) and [`Relay`].
@@ -10,7 +11,14 @@
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use super::GpioError;
+/// A GPIO pin that cannot be used, with what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("GPIO{pin}: {reason}; {fix}")]
+pub struct GpioError {
+    pub pin: u8,
+    pub reason: String,
+    pub fix: String,
+}
 
 #[cfg(feature = "rpi")]
 mod imp {

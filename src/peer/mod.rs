@@ -12,10 +12,10 @@
 //! never block. Its `on_track` runs while the library holds a lock, so the read
 //! loops are spawned and the callback returns at once.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports};
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
@@ -33,22 +33,24 @@ use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp::codecs::h264::H264Packet;
-use webrtc::rtp::packetizer::Depacketizer;
 use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
 };
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
-use webrtc::rtp_transceiver::{RTCPFeedback, RTCRtpTransceiverInit};
+use webrtc::rtp_transceiver::RTCPFeedback;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_remote::TrackRemote;
 
-use crate::call::machine::PeerState;
-use crate::config::IceServer;
+use crate::call::peer_state::PeerState;
 use crate::media::audio::{RemoteAudio, RemoteAudioInput};
 use crate::sdp;
 use crate::signaling::protocol::IceCandidate;
+pub use ice::IceServer;
+
+pub mod ice;
+#[cfg(feature = "testkit")]
+pub mod viewer;
 
 /// The profile every browser decodes: Constrained Baseline, level 3.1.
 pub const H264_FMTP: &str =
@@ -64,7 +66,7 @@ pub enum PeerError {
     WebRtc(String),
 }
 
-fn webrtc_err(e: webrtc::Error) -> PeerError {
+pub(crate) fn webrtc_err(e: webrtc::Error) -> PeerError {
     PeerError::WebRtc(e.to_string())
 }
 
@@ -130,7 +132,7 @@ impl MediaPlan {
     }
 }
 
-fn h264_codec() -> RTCRtpCodecParameters {
+pub(crate) fn h264_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         capability: RTCRtpCodecCapability {
             mime_type: MIME_TYPE_H264.to_owned(),
@@ -157,7 +159,7 @@ fn h264_codec() -> RTCRtpCodecParameters {
     }
 }
 
-fn opus_codec() -> RTCRtpCodecParameters {
+pub(crate) fn opus_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         capability: RTCRtpCodecCapability {
             mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -171,7 +173,7 @@ fn opus_codec() -> RTCRtpCodecParameters {
     }
 }
 
-fn vp8_codec() -> RTCRtpCodecParameters {
+pub(crate) fn vp8_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         capability: RTCRtpCodecCapability {
             mime_type: MIME_TYPE_VP8.to_owned(),
@@ -188,7 +190,7 @@ fn vp8_codec() -> RTCRtpCodecParameters {
     }
 }
 
-async fn new_connection(
+pub(crate) async fn new_connection(
     settings: &PeerSettings,
     codecs: Vec<(RTCRtpCodecParameters, RTPCodecType)>,
     answering: bool,
@@ -237,7 +239,7 @@ async fn new_connection(
     ))
 }
 
-fn forward_state(pc: &RTCPeerConnection, events: mpsc::Sender<PeerEvent>) {
+pub(crate) fn forward_state(pc: &RTCPeerConnection, events: mpsc::Sender<PeerEvent>) {
     pc.on_peer_connection_state_change(Box::new(move |s| {
         let state = match s {
             RTCPeerConnectionState::Connected => Some(PeerState::Connected),
@@ -253,7 +255,7 @@ fn forward_state(pc: &RTCPeerConnection, events: mpsc::Sender<PeerEvent>) {
     }));
 }
 
-fn local_track(codec: &RTCRtpCodecParameters, id: &str) -> Arc<TrackLocalStaticSample> {
+pub(crate) fn local_track(codec: &RTCRtpCodecParameters, id: &str) -> Arc<TrackLocalStaticSample> {
     Arc::new(TrackLocalStaticSample::new(
         codec.capability.clone(),
         id.to_owned(),
@@ -263,7 +265,7 @@ fn local_track(codec: &RTCRtpCodecParameters, id: &str) -> Arc<TrackLocalStaticS
 
 /// Sets the local description and waits for ICE gathering to finish, at most
 /// `cap`; returns the description with every candidate gathered by then.
-async fn set_local_and_gather(
+pub(crate) async fn set_local_and_gather(
     pc: &RTCPeerConnection,
     desc: RTCSessionDescription,
     cap: Duration,
@@ -556,7 +558,7 @@ impl AnswerPeer {
 
 /// A track to send encoded media on.
 #[derive(Clone)]
-pub struct MediaTrack(Arc<TrackLocalStaticSample>);
+pub struct MediaTrack(pub(crate) Arc<TrackLocalStaticSample>);
 
 impl MediaTrack {
     /// Sends one encoded frame; `duration` advances the RTP clock.
@@ -569,229 +571,6 @@ impl MediaTrack {
             })
             .await
             .map_err(webrtc_err)
-    }
-}
-
-/// One H.264 access unit as the viewer received it.
-#[derive(Debug, Clone)]
-pub struct VideoUnit {
-    /// Annex-B.
-    pub data: Bytes,
-    pub rtp_timestamp: u32,
-    pub received: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct ViewerOptions {
-    pub receive_video: bool,
-    /// Offer to send a camera too (the original design's page does).
-    pub send_video: bool,
-    /// Have an audio section at all.
-    pub audio: bool,
-    pub send_audio: bool,
-    /// Open a data channel before the offer (some versions of the original
-    /// design's page do).
-    pub data_channel: bool,
-    /// List VP8 before H.264, as Chromium does.
-    pub vp8_first: bool,
-}
-
-impl Default for ViewerOptions {
-    fn default() -> Self {
-        Self {
-            receive_video: true,
-            send_video: false,
-            audio: true,
-            send_audio: true,
-            data_channel: false,
-            vp8_first: true,
-        }
-    }
-}
-
-/// The browser's side of a call, for tests, benchmarks and self-checks.
-pub struct ViewerPeer {
-    pc: Arc<RTCPeerConnection>,
-    audio: Option<MediaTrack>,
-    video_ssrc: Arc<AtomicU64>,
-}
-
-pub struct ViewerStreams {
-    /// Complete access units, in order; units with a missing packet are dropped.
-    pub video: mpsc::Receiver<VideoUnit>,
-    /// The doorbell's audio packets.
-    pub audio: mpsc::Receiver<RemoteAudio>,
-    pub events: mpsc::Receiver<PeerEvent>,
-}
-
-impl ViewerPeer {
-    /// Builds the offer and waits for ICE gathering (at most `gather_cap`).
-    pub async fn offer(
-        settings: &PeerSettings,
-        options: ViewerOptions,
-        gather_cap: Duration,
-    ) -> Result<(ViewerPeer, ViewerStreams, String), PeerError> {
-        let mut codecs = Vec::new();
-        if options.vp8_first {
-            codecs.push((vp8_codec(), RTPCodecType::Video));
-        }
-        codecs.push((h264_codec(), RTPCodecType::Video));
-        if !options.vp8_first {
-            codecs.push((vp8_codec(), RTPCodecType::Video));
-        }
-        codecs.push((opus_codec(), RTPCodecType::Audio));
-        let pc = new_connection(settings, codecs, false).await?;
-        let (event_tx, events) = mpsc::channel(64);
-        forward_state(&pc, event_tx);
-        if options.send_video {
-            let direction = if options.receive_video {
-                RTCRtpTransceiverDirection::Sendrecv
-            } else {
-                RTCRtpTransceiverDirection::Sendonly
-            };
-            let track = local_track(&h264_codec(), "viewer-video");
-            pc.add_transceiver_from_track(
-                track as Arc<dyn TrackLocal + Send + Sync>,
-                Some(RTCRtpTransceiverInit {
-                    direction,
-                    send_encodings: vec![],
-                }),
-            )
-            .await
-            .map_err(webrtc_err)?;
-        } else if options.receive_video {
-            pc.add_transceiver_from_kind(
-                RTPCodecType::Video,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    send_encodings: vec![],
-                }),
-            )
-            .await
-            .map_err(webrtc_err)?;
-        }
-        if options.data_channel {
-            pc.create_data_channel("chat", None)
-                .await
-                .map_err(webrtc_err)?;
-        }
-        let audio = if !options.audio {
-            None
-        } else if options.send_audio {
-            let track = local_track(&opus_codec(), "viewer-audio");
-            let sender = pc
-                .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-                .await
-                .map_err(webrtc_err)?;
-            tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
-            Some(MediaTrack(track))
-        } else {
-            pc.add_transceiver_from_kind(
-                RTPCodecType::Audio,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    send_encodings: vec![],
-                }),
-            )
-            .await
-            .map_err(webrtc_err)?;
-            None
-        };
-        let (video_tx, video) = mpsc::channel(256);
-        let (audio_tx, audio_rx) = mpsc::channel(256);
-        let video_ssrc = Arc::new(AtomicU64::new(0));
-        let ssrc_slot = video_ssrc.clone();
-        pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
-            let (video_tx, audio_tx) = (video_tx.clone(), audio_tx.clone());
-            let ssrc_slot = ssrc_slot.clone();
-            tokio::spawn(async move {
-                if track.kind() == RTPCodecType::Audio {
-                    while let Ok((p, _)) = track.read_rtp().await {
-                        let _ = audio_tx.try_send(RemoteAudio {
-                            sequence: p.header.sequence_number,
-                            payload: p.payload,
-                        });
-                    }
-                    return;
-                }
-                ssrc_slot.store(u64::from(track.ssrc()), Ordering::Relaxed);
-                let mut depacketizer = H264Packet::default();
-                let mut unit = BytesMut::new();
-                let mut expected: Option<u16> = None;
-                let mut broken = false;
-                while let Ok((p, _)) = track.read_rtp().await {
-                    let seq = p.header.sequence_number;
-                    if expected.is_some_and(|e| e != seq) {
-                        broken = true;
-                    }
-                    expected = Some(seq.wrapping_add(1));
-                    match depacketizer.depacketize(&p.payload) {
-                        Ok(nals) => unit.extend_from_slice(&nals),
-                        Err(_) => broken = true,
-                    }
-                    if p.header.marker {
-                        if !broken && !unit.is_empty() {
-                            let _ = video_tx.try_send(VideoUnit {
-                                data: unit.split().freeze(),
-                                rtp_timestamp: p.header.timestamp,
-                                received: Instant::now(),
-                            });
-                        }
-                        unit.clear();
-                        broken = false;
-                    }
-                }
-            });
-            Box::pin(async {})
-        }));
-        let offer = pc.create_offer(None).await.map_err(webrtc_err)?;
-        let (sdp, _complete) = set_local_and_gather(&pc, offer, gather_cap).await?;
-        Ok((
-            ViewerPeer {
-                pc,
-                audio,
-                video_ssrc,
-            },
-            ViewerStreams {
-                video,
-                audio: audio_rx,
-                events,
-            },
-            sdp,
-        ))
-    }
-
-    pub async fn accept(&self, answer_sdp: &str) -> Result<(), PeerError> {
-        let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-        self.pc
-            .set_remote_description(answer)
-            .await
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))
-    }
-
-    pub fn audio_track(&self) -> Option<MediaTrack> {
-        self.audio.clone()
-    }
-
-    /// Asks the doorbell for a keyframe (PLI), as a browser does after loss.
-    pub async fn request_keyframe(&self) -> Result<(), PeerError> {
-        let ssrc = self.video_ssrc.load(Ordering::Relaxed) as u32;
-        if ssrc == 0 {
-            return Ok(());
-        }
-        self.pc
-            .write_rtcp(&[Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-            })])
-            .await
-            .map(|_| ())
-            .map_err(webrtc_err)
-    }
-
-    pub async fn close(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await;
     }
 }
 

@@ -1,0 +1,180 @@
+//! What a call reports: its events ([`Event`], [`EventKind`]), why it ended
+//! ([`EndReason`]), and the form integrations see ([`CallEvent`], one JSON
+//! object per line with `--events json`:
+//! `{"event":"notified","call":1,"room":"...","ts":...,"link":"..."}`).
+//!
+//! Part of the call's vocabulary: a leaf that notifiers, the chime, the
+//! history and the event printer import without importing the machine.
+//! Every event carries `event`, `call` (counter since the daemon started),
+//! `room` and `ts` (Unix milliseconds); `notified` adds `link`, `ended` adds
+//! `reason`, `error` adds `what`. The list and meaning of events is in
+//! `docs/config.md` (section "Events").
+
+use serde_json::{json, Value};
+
+/// Why a call ended, as reported in `ended{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Nobody opened the link in time.
+    Unanswered,
+    /// The viewer joined but sent no offer in time.
+    NoOffer,
+    /// The viewer sent `bye`.
+    ViewerLeft,
+    /// Hang-up command.
+    Hangup,
+    /// The maximum call length was reached.
+    MaxDuration,
+    /// The media connection never came up, or ICE failed.
+    MediaFailed,
+    /// The media connection went silent for too long.
+    MediaLost,
+    /// The offer could not be answered (bad SDP, no common codec, peer error).
+    AnswerFailed,
+    /// Our room name was already taken (`joined`/`full` answered our `join`).
+    RoomCollision,
+    /// The signaling server did not answer `join` in time.
+    SignalingTimeout,
+    /// The signaling server was unreachable when the button was pressed.
+    SignalingUnavailable,
+    /// The signaling connection was lost before the call was established.
+    SignalingLost,
+    /// The daemon is stopping.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Unanswered => "unanswered",
+            EndReason::NoOffer => "no_offer",
+            EndReason::ViewerLeft => "viewer_left",
+            EndReason::Hangup => "hangup",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::MediaFailed => "media_failed",
+            EndReason::MediaLost => "media_lost",
+            EndReason::AnswerFailed => "answer_failed",
+            EndReason::RoomCollision => "room_collision",
+            EndReason::SignalingTimeout => "signaling_timeout",
+            EndReason::SignalingUnavailable => "signaling_unavailable",
+            EndReason::SignalingLost => "signaling_lost",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Call events for integrations (`--events json`), notifiers and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Ringing,
+    RoomCreated,
+    Notified {
+        link: String,
+    },
+    ViewerJoined,
+    Answered,
+    Connected,
+    FirstMedia,
+    Ended {
+        reason: EndReason,
+    },
+    Error {
+        what: String,
+    },
+    /// The button was pressed while a call was in progress.
+    Busy,
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Ringing => "ringing",
+            EventKind::RoomCreated => "room_created",
+            EventKind::Notified { .. } => "notified",
+            EventKind::ViewerJoined => "viewer_joined",
+            EventKind::Answered => "answered",
+            EventKind::Connected => "connected",
+            EventKind::FirstMedia => "first_media",
+            EventKind::Ended { .. } => "ended",
+            EventKind::Error { .. } => "error",
+            EventKind::Busy => "busy",
+        }
+    }
+}
+
+/// One call event: which call (a counter since start), which room, what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub call: u64,
+    pub room: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallEvent {
+    pub event: Event,
+    /// Unix milliseconds.
+    pub ts: u64,
+}
+
+impl CallEvent {
+    pub fn name(&self) -> &'static str {
+        self.event.kind.name()
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "event": self.event.kind.name(),
+            "call": self.event.call,
+            "room": self.event.room,
+            "ts": self.ts,
+        });
+        match &self.event.kind {
+            EventKind::Notified { link } => v["link"] = json!(link),
+            EventKind::Ended { reason } => v["reason"] = json!(reason.as_str()),
+            EventKind::Error { what } => v["what"] = json!(what),
+            _ => {}
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_the_documented_fields() {
+        let e = |kind| CallEvent {
+            event: Event {
+                call: 3,
+                room: "r".into(),
+                kind,
+            },
+            ts: 1_700_000_000_000,
+        };
+        assert_eq!(
+            e(EventKind::Notified {
+                link: "http://x/?room=r".into()
+            })
+            .to_json(),
+            json!({"event": "notified", "call": 3, "room": "r", "ts": 1_700_000_000_000u64, "link": "http://x/?room=r"})
+        );
+        assert_eq!(
+            e(EventKind::Ended {
+                reason: EndReason::Unanswered
+            })
+            .to_json()["reason"],
+            "unanswered"
+        );
+        assert_eq!(
+            e(EventKind::Error {
+                what: "boom".into()
+            })
+            .to_json()["what"],
+            "boom"
+        );
+        assert_eq!(e(EventKind::FirstMedia).to_json()["event"], "first_media");
+    }
+}

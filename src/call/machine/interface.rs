@@ -1,0 +1,176 @@
+//! What goes into the call machine and what comes out: its settings
+//! ([`MachineConfig`], [`Timeouts`]), inputs ([`Input`]) and actions
+//! ([`Action`]), and the [`Epoch`] that tells current inputs from stale ones.
+
+use std::time::{Duration, Instant};
+
+use crate::call::event::Event;
+use crate::call::peer_state::PeerState;
+use crate::signaling::protocol::{IceCandidate, Message, SessionDescription};
+
+/// Every timeout of a call. All are configurable (`[call]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `join` sent, no `created` yet.
+    pub signaling: Duration,
+    /// Link sent, nobody opened it.
+    pub viewer_join: Duration,
+    /// Viewer joined, no offer yet.
+    pub offer: Duration,
+    /// Cap on ICE gathering while building the answer (used by the peer).
+    pub ice_gather: Duration,
+    /// Longest call.
+    pub max_call: Duration,
+    /// Media silent (counted from the last packet), ICE disconnected, or
+    /// never connected: hang up after this.
+    pub media: Duration,
+    /// Longest wait for the driver to finish tearing a call down.
+    pub teardown: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            signaling: Duration::from_secs(10),
+            viewer_join: Duration::from_secs(60),
+            offer: Duration::from_secs(20),
+            ice_gather: Duration::from_secs(3),
+            max_call: Duration::from_secs(600),
+            media: Duration::from_secs(10),
+            teardown: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Answer creation = ICE gathering (capped) plus SDP work; this bounds the lot.
+    pub fn answer(&self) -> Duration {
+        self.ice_gather + Duration::from_secs(5)
+    }
+}
+
+pub use crate::spec::call::PressDuringCall;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineConfig {
+    pub timeouts: Timeouts,
+    pub press_during_call: PressDuringCall,
+    /// Viewer link with `{room}` where the room name goes.
+    pub link_template: String,
+}
+
+/// Increases with every ring and every new peer session inside a ring. Inputs
+/// from the driver carry the epoch they belong to; stale ones are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Epoch(pub u64);
+
+/// Everything that can happen to the doorbell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The button. `room` is a fresh random name, used only if a call starts.
+    Press {
+        room: String,
+    },
+    /// Hang up the current call (control command).
+    Hangup,
+    /// The daemon is stopping: end any call, accept no new press.
+    Shutdown,
+    /// The signaling connection is up (Socket.IO connected) / gone.
+    SignalingUp,
+    SignalingDown,
+    /// A message from the signaling server.
+    Signal(Message),
+    /// Sending a message to the signaling server failed.
+    SignalFailed {
+        what: String,
+    },
+    /// The notifiers finished sending the ring; `Err` carries why the last failed.
+    Notified {
+        epoch: Epoch,
+        result: Result<(), String>,
+    },
+    /// The answer is ready (ICE gathering complete or capped).
+    AnswerReady {
+        epoch: Epoch,
+        answer: SessionDescription,
+    },
+    AnswerFailed {
+        epoch: Epoch,
+        error: String,
+    },
+    Peer {
+        epoch: Epoch,
+        state: PeerState,
+    },
+    /// Nothing (RTP or RTCP) has come from the viewer since `last_packet`.
+    MediaStalled {
+        epoch: Epoch,
+        last_packet: Instant,
+    },
+    /// Packets from the viewer arrive again after a stall.
+    MediaFlowing {
+        epoch: Epoch,
+    },
+    /// The first media sample went out on the connected transport.
+    FirstMedia {
+        epoch: Epoch,
+    },
+    /// A media source, encoder or sink failed; the call goes on without it.
+    MediaError {
+        epoch: Epoch,
+        what: String,
+    },
+    /// The driver finished tearing down the call of `epoch`.
+    TeardownDone {
+        epoch: Epoch,
+    },
+    /// Time passed; expire what is due at `now`.
+    Tick,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a message to the signaling server.
+    Send(Message),
+    /// Tell the owner: the bell rang, here is the link. Answer with [`Input::Notified`].
+    Notify {
+        epoch: Epoch,
+        call: u64,
+        room: String,
+        link: String,
+    },
+    /// Tell the owner the bell rang but no call could be set up.
+    NotifyFailure {
+        call: u64,
+        room: String,
+        reason: String,
+    },
+    /// Build the peer for `offer`, warm the media up, answer with ICE gathering
+    /// capped at `gather_timeout`. Answer with [`Input::AnswerReady`] or
+    /// [`Input::AnswerFailed`]. Any earlier peer of the call is closed first.
+    /// `candidates` trickled in before the offer are added once it is set.
+    Answer {
+        epoch: Epoch,
+        offer: SessionDescription,
+        gather_timeout: Duration,
+        candidates: Vec<IceCandidate>,
+    },
+    /// A candidate the viewer trickled after its offer: add it to the peer of
+    /// `epoch` (the answer itself stays non-trickle).
+    AddCandidate {
+        epoch: Epoch,
+        candidate: IceCandidate,
+    },
+    /// The transport is up: start sending media, IDR first.
+    StartMedia { epoch: Epoch },
+    /// Close the peer of `epoch` and stop its media (the call goes on, e.g. the
+    /// viewer reloaded the page and a new offer is expected).
+    ClosePeer { epoch: Epoch },
+    /// Close the peer, stop media, release devices; answer with [`Input::TeardownDone`].
+    Teardown { epoch: Epoch },
+    /// Report a call event.
+    Emit(Event),
+    /// The input made no sense in this state; log it.
+    Ignored { input: String, state: &'static str },
+}
