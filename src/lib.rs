@@ -23,6 +23,7 @@
 //!   and the little SDP reading we do ourselves.
 //! - [`cmd`]: one module per subcommand; `main.rs` only parses and dispatches.
 
+pub mod backoff;
 pub mod button;
 pub mod call;
 pub mod chime;

@@ -9,9 +9,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
-
-use doorbell::server::{self, ServerSettings};
 
 const STATS: &str = r#"(async () => {
   const d = window.doorbell;
@@ -44,21 +41,11 @@ fn num(v: &Value, k: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_answers_the_door() {
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let server = server::start(
-        "127.0.0.1:0",
-        ServerSettings {
-            viewer_ice_servers: vec![],
-            ..ServerSettings::default()
-        },
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}", server.addr);
-    let mut bell = Bell::start(&loopback_config(&url, dir.path())).await;
-    bell.wait_connected().await;
+    let Rig {
+        mut bell,
+        server: _server,
+        dir,
+    } = rig(|_| {}).await;
     assert!(bell.ring().await.starts_with("ringing "));
     let (notified, _) = bell.until("notified").await;
     let link = format!(
@@ -124,5 +111,4 @@ async fn chromium_answers_the_door() {
     );
     drop(browser);
     bell.stop().await;
-    cancel.cancel();
 }

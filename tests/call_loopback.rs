@@ -6,21 +6,16 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-use doorbell::server::{self, ServerSettings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_link_answer_media_both_ways_bye_and_ring_again() {
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let server = server::start("127.0.0.1:0", ServerSettings::default(), cancel.clone())
-        .await
-        .unwrap();
-    let url = format!("http://{}", server.addr);
-    let mut bell = Bell::start(&loopback_config(&url, dir.path())).await;
-    bell.wait_connected().await;
+    let Rig {
+        mut bell,
+        server,
+        dir,
+    } = rig(|_| {}).await;
+    let url = server.url.clone();
 
     for call in 1..=2u64 {
         let reply = bell.ring().await;
@@ -93,5 +88,4 @@ async fn ring_link_answer_media_both_ways_bye_and_ring_again() {
         );
     }
     bell.stop().await;
-    cancel.cancel();
 }

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use doorbell::peer::viewer::{ViewerOptions, ViewerPeer};
 use doorbell::peer::PeerSettings;
-use doorbell::server::{self, ServerSettings};
 use doorbell::signaling::protocol::{Message, SessionDescription};
-use tokio_util::sync::CancellationToken;
 
 /// Collects notify messages on a background thread.
 fn listen(socket: UnixDatagram) -> std::sync::mpsc::Receiver<(Instant, String)> {
@@ -76,11 +74,8 @@ async fn next_event(
 async fn systemd_sees_ready_watchdog_and_a_clean_stop_during_a_call() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let server = server::start("127.0.0.1:0", ServerSettings::default(), cancel.clone())
-        .await
-        .unwrap();
-    let url = format!("http://{}", server.addr);
+    let server = test_server().await;
+    let url = server.url.clone();
     let config_path = dir.path().join("doorbell.toml");
     std::fs::write(
         &config_path,
@@ -186,7 +181,6 @@ async fn systemd_sees_ready_watchdog_and_a_clean_stop_during_a_call() {
         took.as_millis()
     );
     viewer.close().await;
-    cancel.cancel();
 }
 
 /// `systemd-analyze` checks the unit as shipped (with ExecStart pointed at the

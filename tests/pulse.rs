@@ -28,8 +28,6 @@ use std::time::{Duration, Instant};
 use doorbell::media::audio::{dominant_frequency, power_share, rms, Tone};
 use doorbell::media::device::{DeviceSink, DeviceSource};
 use doorbell::media::{AudioSink, AudioSource, AUDIO_FRAME};
-use doorbell::server::{self, ServerSettings};
-use tokio_util::sync::CancellationToken;
 
 /// Tests share one null sink: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -203,18 +201,17 @@ async fn a_call_runs_on_pulseaudio_devices() {
     let _one = serial();
     pulse();
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let server = server::start("127.0.0.1:0", ServerSettings::default(), cancel.clone())
-        .await
-        .unwrap();
-    let url = format!("http://{}", server.addr);
-    let mut config = loopback_config(&url, dir.path());
-    config.audio.microphone = "device:pulse".into();
-    config.audio.speaker = "device:pulse".into();
-    config.chime.sound = "none".into();
-    let mut bell = Bell::start(&config).await;
-    bell.wait_connected().await;
+    let Rig {
+        mut bell,
+        server,
+        dir: _dir,
+    } = rig(|config| {
+        config.audio.microphone = "device:pulse".into();
+        config.audio.speaker = "device:pulse".into();
+        config.chime.sound = "none".into();
+    })
+    .await;
+    let url = server.url.clone();
     assert!(bell.ring().await.starts_with("ringing "));
     let (notified, _) = bell.until("notified").await;
     let room = room_of(notified.to_json()["link"].as_str().unwrap());
@@ -241,7 +238,6 @@ async fn a_call_runs_on_pulseaudio_devices() {
     let (ended, _) = bell.until("ended").await;
     assert_eq!(ended.to_json()["reason"], "viewer_left");
     bell.stop().await;
-    cancel.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,16 +248,11 @@ async fn a_press_plays_the_chime_on_the_speaker() {
     let _one = serial();
     pulse();
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let server = server::start("127.0.0.1:0", ServerSettings::default(), cancel.clone())
-        .await
-        .unwrap();
-    let url = format!("http://{}", server.addr);
-    let mut config = loopback_config(&url, dir.path());
-    config.audio.speaker = "device:pulse".into();
-    let mut bell = Bell::start(&config).await;
-    bell.wait_connected().await;
+    let Rig {
+        mut bell,
+        server: _server,
+        dir: _dir,
+    } = rig(|config| config.audio.speaker = "device:pulse".into()).await;
     // Listen on the monitor first, then press.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let listener = std::thread::spawn(move || {
@@ -289,7 +280,6 @@ async fn a_press_plays_the_chime_on_the_speaker() {
     );
     let _ = bell.until("notified").await;
     bell.stop().await;
-    cancel.cancel();
     let mut log = String::new();
     let _ =
         std::fs::File::open(pulse().dir.join("log")).and_then(|mut f| f.read_to_string(&mut log));

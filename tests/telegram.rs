@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use doorbell::cmd::daemon;
 use doorbell::config::{Config, TelegramConfig};
 use doorbell::notify::webhook::WebhookConfig;
-use doorbell::server::{self, Server, ServerSettings};
 
 const TOKEN: &str = "123456:TEST-TOKEN-abcdefghijklmnop";
 /// Tokens that must never show up in any log line or event of this binary.
@@ -99,16 +98,9 @@ fn assert_no_token_in(text: &str, place: &str) {
 
 struct Setup {
     config: Config,
-    server: Server,
+    server: TestServer,
     tg: FakeTelegram,
     _dir: tempfile::TempDir,
-    cancel: CancellationToken,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
 }
 
 fn token_file(dir: &Path, token: &str, mode: u32) -> PathBuf {
@@ -124,12 +116,9 @@ fn token_file(dir: &Path, token: &str, mode: u32) -> PathBuf {
 async fn setup(token: &str, chats: &[i64]) -> Setup {
     capture_logs();
     let dir = tempfile::tempdir().unwrap();
-    let cancel = CancellationToken::new();
-    let server = server::start("127.0.0.1:0", ServerSettings::default(), cancel.clone())
-        .await
-        .unwrap();
+    let server = test_server().await;
     let tg = FakeTelegram::start(token).await;
-    let mut config = loopback_config(&format!("http://{}", server.addr), dir.path());
+    let mut config = loopback_config(&server.url, dir.path());
     config.notify.telegram = TelegramConfig {
         enabled: true,
         chat_ids: chats.to_vec(),
@@ -144,7 +133,6 @@ async fn setup(token: &str, chats: &[i64]) -> Setup {
         server,
         tg,
         _dir: dir,
-        cancel,
     }
 }
 
@@ -256,7 +244,7 @@ async fn an_answered_call_edits_the_ring_message() {
     let link = link_of(&notified);
     let photo = s.tg.wait_for("sendPhoto", 1, |_| true).await.remove(0);
 
-    let url = format!("http://{}", s.server.addr);
+    let url = s.server.url.clone();
     let report = view_call(
         &url,
         &room_of(&link),

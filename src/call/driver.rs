@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::{Command, HangupReply, RingReply, Status};
 use super::event::{CallEvent, Event, EventKind};
-use super::machine::{Action, CallMachine, Epoch, Input, MachineConfig, State};
-use super::session::Session;
+use super::machine::{Action, CallMachine, Epoch, Input, MachineConfig, NotifyFailed, State};
+use super::session::{AnswerRequest, Answered, Session};
 use crate::media::MediaOpener;
-use crate::notify::{Notifier, Ring};
+use crate::notify::{Notifier, NotifyError, Ring};
 use crate::peer::PeerSettings;
 use crate::signaling::protocol::{IceCandidate, Message};
 use crate::signaling::{random_room, Signaling, SignalingEvent};
@@ -53,7 +53,7 @@ struct Loop {
     feedback: mpsc::Sender<Input>,
     session: Option<Session>,
     /// Sessions delivered by answer tasks: (epoch, session, answer SDP).
-    answered: mpsc::Sender<(Epoch, Session, String)>,
+    answered: mpsc::Sender<(Epoch, Answered)>,
     /// Where the viewer's trickled candidates go, for the peer of that epoch.
     candidates: Option<(Epoch, mpsc::Sender<IceCandidate>)>,
     started: Instant,
@@ -131,7 +131,7 @@ impl Engine {
                     }
                 },
                 Some(input) = inputs.recv() => { lp.feed(input); }
-                Some((epoch, session, sdp)) = sessions.recv() => lp.answered(epoch, session, sdp),
+                Some((epoch, answered)) = sessions.recv() => lp.answered(epoch, answered),
                 _ = sleep_until(deadline) => { lp.feed(Input::Tick); }
             }
             if shutting_down && lp.machine.is_idle() {
@@ -241,7 +241,7 @@ impl Loop {
         }
     }
 
-    fn answered(&mut self, epoch: Epoch, session: Session, sdp: String) {
+    fn answered(&mut self, epoch: Epoch, Answered { session, sdp }: Answered) {
         if epoch == self.machine.epoch() && *self.machine.state() == State::Answering {
             self.session = Some(session);
             self.feed(Input::AnswerReady {
@@ -314,26 +314,27 @@ impl Loop {
                 // The machine bounds the whole answer; this bounds the task too.
                 let limit = self.machine.config().timeouts.answer();
                 tokio::spawn(async move {
-                    let work = Session::answer(
+                    let work = Session::answer(AnswerRequest {
                         epoch,
                         call,
-                        offer.sdp,
-                        gather_timeout,
+                        offer_sdp: offer.sdp,
+                        gather_cap: gather_timeout,
                         media,
                         peer,
-                        candidate_rx,
-                        feedback.clone(),
-                    );
+                        candidates: candidate_rx,
+                        feedback: feedback.clone(),
+                    });
                     match tokio::time::timeout(limit, work).await {
-                        Ok(Ok((session, sdp))) => {
-                            if let Err(mpsc::error::SendError((_, session, _))) =
-                                answered.send((epoch, session, sdp)).await
+                        Ok(Ok(done)) => {
+                            if let Err(mpsc::error::SendError((_, done))) =
+                                answered.send((epoch, done)).await
                             {
-                                session.close().await;
+                                done.session.close().await;
                             }
                         }
                         Ok(Err(error)) => {
                             tracing::warn!("cannot answer the viewer's offer: {error}");
+                            let error = error.to_string();
                             let _ = feedback.send(Input::AnswerFailed { epoch, error }).await;
                         }
                         Err(_) => {
@@ -428,7 +429,7 @@ fn describe_press(actions: &[Action]) -> RingReply {
 }
 
 /// Runs every notifier at once; Ok if any succeeded (or there are none).
-async fn notify_all(notifiers: &[Arc<dyn Notifier>], ring: Ring) -> Result<(), String> {
+async fn notify_all(notifiers: &[Arc<dyn Notifier>], ring: Ring) -> Result<(), NotifyFailed> {
     if notifiers.is_empty() {
         return Ok(());
     }
@@ -437,21 +438,22 @@ async fn notify_all(notifiers: &[Arc<dyn Notifier>], ring: Ring) -> Result<(), S
         let fut = n.ring(ring.clone());
         async move {
             match tokio::time::timeout(NOTIFY_LIMIT, fut).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("{name}: no answer in {} s", NOTIFY_LIMIT.as_secs())),
+                Ok(r) => r,
+                Err(_) => Err(NotifyError {
+                    notifier: name,
+                    message: format!("no answer in {} s", NOTIFY_LIMIT.as_secs()),
+                }),
             }
         }
     });
     let results = futures_util::future::join_all(attempts).await;
-    let errors: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err().cloned())
-        .collect();
+    let errors: Vec<&NotifyError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     for e in &errors {
         tracing::warn!("notifier failed: {e}");
     }
     if errors.len() == results.len() {
-        Err(errors.join("; "))
+        let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        Err(NotifyFailed(all.join("; ")))
     } else {
         Ok(())
     }

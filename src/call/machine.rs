@@ -30,7 +30,7 @@ use crate::call::peer_state::PeerState;
 use crate::signaling::protocol::{IceCandidate, Message, SessionDescription};
 
 mod interface;
-pub use interface::{Action, Epoch, Input, MachineConfig, PressDuringCall, Timeouts};
+pub use interface::{Action, Epoch, Input, MachineConfig, NotifyFailed, PressDuringCall, Timeouts};
 
 /// The states of a call.
 #[derive(Debug, Clone, PartialEq)]
@@ -547,7 +547,7 @@ impl CallMachine {
         c.media_loss_deadline = Some(c.media_loss_deadline.map_or(due, |d| d.min(due)));
     }
 
-    fn on_notified(&mut self, result: Result<(), String>, out: &mut Vec<Action>) {
+    fn on_notified(&mut self, result: Result<(), NotifyFailed>, out: &mut Vec<Action>) {
         match result {
             Ok(()) => {
                 let link = self.link();

@@ -16,7 +16,7 @@ use super::machine::{Epoch, Input};
 use crate::media::audio::{MicPipeline, Playout};
 use crate::media::video::{KeyframeRequester, VideoPipeline};
 use crate::media::{AudioSink, AudioSource, MediaOpener, VideoSource};
-use crate::peer::{AnswerInputs, AnswerPeer, PeerEvent, PeerSettings};
+use crate::peer::{AnswerInputs, AnswerPeer, PeerError, PeerEvent, PeerSettings};
 use crate::signaling::protocol::IceCandidate;
 
 /// Inbound silence longer than this is reported as a stall (with the time of
@@ -73,25 +73,53 @@ fn open_devices(media: &dyn MediaOpener, call: u64) -> Devices {
     }
 }
 
+/// Everything needed to answer one offer.
+pub struct AnswerRequest {
+    pub epoch: Epoch,
+    pub call: u64,
+    pub offer_sdp: String,
+    /// Cap on ICE gathering for the answer.
+    pub gather_cap: Duration,
+    pub media: Arc<dyn MediaOpener>,
+    pub peer: PeerSettings,
+    /// Candidates the viewer trickles.
+    pub candidates: mpsc::Receiver<IceCandidate>,
+    pub feedback: Feedback,
+}
+
+/// A session and the complete answer to send.
+pub struct Answered {
+    pub session: Session,
+    pub sdp: String,
+}
+
+/// Why an offer could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("opening the devices failed: {0}")]
+    Devices(String),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
 impl Session {
     /// Opens devices, answers the offer and starts the media threads (video
-    /// waits, encoder idle, until [`Session::go_live`]). Returns the answer SDP.
-    /// Candidates the viewer trickles arrive on `candidates`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn answer(
-        epoch: Epoch,
-        call: u64,
-        offer_sdp: String,
-        gather_cap: Duration,
-        media: Arc<dyn MediaOpener>,
-        peer_settings: PeerSettings,
-        candidates: mpsc::Receiver<IceCandidate>,
-        feedback: Feedback,
-    ) -> Result<(Session, String), String> {
+    /// waits, encoder idle, until [`Session::go_live`]).
+    pub async fn answer(request: AnswerRequest) -> Result<Answered, SessionError> {
+        let AnswerRequest {
+            epoch,
+            call,
+            offer_sdp,
+            gather_cap,
+            media,
+            peer: peer_settings,
+            candidates,
+            feedback,
+        } = request;
         let opener = media.clone();
         let devices = tokio::task::spawn_blocking(move || open_devices(opener.as_ref(), call))
             .await
-            .map_err(|e| format!("opening devices panicked: {e}"))?;
+            .map_err(|e| SessionError::Devices(e.to_string()))?;
         for problem in &devices.problems {
             tracing::warn!(call, "{problem}");
             let _ = feedback.try_send(Input::MediaError {
@@ -131,8 +159,7 @@ impl Session {
                 candidates,
             },
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         for note in &answer.notes {
             tracing::warn!(call, "{note}");
         }
@@ -223,8 +250,8 @@ impl Session {
             }));
         }
         tasks.push(tokio::spawn(watch_inbound(epoch, peer.clone(), feedback)));
-        Ok((
-            Session {
+        Ok(Answered {
+            session: Session {
                 epoch,
                 peer,
                 video,
@@ -234,8 +261,8 @@ impl Session {
                 keyframes,
                 tasks,
             },
-            answer.sdp,
-        ))
+            sdp: answer.sdp,
+        })
     }
 
     /// The transport is up: release the media, IDR first.

@@ -320,6 +320,44 @@ struct Ring {
     capacity: usize,
 }
 
+/// Runs a cpal stream on a thread of its own (a cpal stream is not `Send`,
+/// so it lives and dies on the thread that built it): builds it with
+/// `build`, starts it, reports within 5 s whether that worked, and keeps it
+/// until `stop`. `role` names the thread and the log lines.
+fn stream_thread(
+    name: &str,
+    role: &'static str,
+    stop: Arc<AtomicBool>,
+    build: impl FnOnce() -> Result<cpal::Stream, String> + Send + 'static,
+) -> Result<JoinHandle<()>, MediaError> {
+    let (ready_tx, ready_rx) = std_mpsc::channel();
+    let label = name.to_string();
+    let thread = std::thread::Builder::new()
+        .name(role.into())
+        .spawn(move || {
+            let stream = match build().and_then(|s| s.play().map(|_| s).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            while !stop.load(Ordering::Acquire) {
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
+            drop(stream);
+            tracing::debug!(device = %label, "{role} closed");
+        })
+        .map_err(|e| device_error(name, e))?;
+    match ready_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => Err(device_error(name, e)),
+        Err(_) => Err(device_error(name, "the device did not start within 5 s")),
+    }
+}
+
 /// A speaker by name.
 pub struct DeviceSink {
     name: String,
@@ -347,42 +385,16 @@ impl DeviceSink {
         });
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(Mutex::new(None));
-        let (ready_tx, ready_rx) = std_mpsc::channel();
         let thread = {
-            let (ring, stop, failed, label) =
-                (ring.clone(), stop.clone(), failed.clone(), name.to_string());
-            std::thread::Builder::new()
-                .name("speaker".into())
-                .spawn(move || {
-                    let built = match format {
-                        SampleFormat::F32 => output_stream::<f32>(&device, config, ring, failed),
-                        SampleFormat::I16 => output_stream::<i16>(&device, config, ring, failed),
-                        SampleFormat::I32 => output_stream::<i32>(&device, config, ring, failed),
-                        SampleFormat::U8 => output_stream::<u8>(&device, config, ring, failed),
-                        other => Err(format!("sample format {other} is not supported")),
-                    };
-                    let stream =
-                        match built.and_then(|s| s.play().map(|_| s).map_err(|e| e.to_string())) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return;
-                            }
-                        };
-                    let _ = ready_tx.send(Ok(()));
-                    while !stop.load(Ordering::Acquire) {
-                        std::thread::park_timeout(Duration::from_millis(200));
-                    }
-                    drop(stream);
-                    tracing::debug!(device = %label, "speaker closed");
-                })
-                .map_err(|e| device_error(name, e))?
+            let (ring, failed) = (ring.clone(), failed.clone());
+            stream_thread(name, "speaker", stop.clone(), move || match format {
+                SampleFormat::F32 => output_stream::<f32>(&device, config, ring, failed),
+                SampleFormat::I16 => output_stream::<i16>(&device, config, ring, failed),
+                SampleFormat::I32 => output_stream::<i32>(&device, config, ring, failed),
+                SampleFormat::U8 => output_stream::<u8>(&device, config, ring, failed),
+                other => Err(format!("sample format {other} is not supported")),
+            })?
         };
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(device_error(name, e)),
-            Err(_) => return Err(device_error(name, "the device did not start within 5 s")),
-        }
         tracing::info!(
             device = name,
             rate,
@@ -506,41 +518,16 @@ impl DeviceSource {
             failed: Mutex::new(None),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std_mpsc::channel();
         let thread = {
-            let (capture, stop, label) = (capture.clone(), stop.clone(), name.to_string());
-            std::thread::Builder::new()
-                .name("microphone".into())
-                .spawn(move || {
-                    let built = match format {
-                        SampleFormat::F32 => input_stream::<f32>(&device, config, capture),
-                        SampleFormat::I16 => input_stream::<i16>(&device, config, capture),
-                        SampleFormat::I32 => input_stream::<i32>(&device, config, capture),
-                        SampleFormat::U8 => input_stream::<u8>(&device, config, capture),
-                        other => Err(format!("sample format {other} is not supported")),
-                    };
-                    let stream =
-                        match built.and_then(|s| s.play().map(|_| s).map_err(|e| e.to_string())) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return;
-                            }
-                        };
-                    let _ = ready_tx.send(Ok(()));
-                    while !stop.load(Ordering::Acquire) {
-                        std::thread::park_timeout(Duration::from_millis(200));
-                    }
-                    drop(stream);
-                    tracing::debug!(device = %label, "microphone closed");
-                })
-                .map_err(|e| device_error(name, e))?
+            let capture = capture.clone();
+            stream_thread(name, "microphone", stop.clone(), move || match format {
+                SampleFormat::F32 => input_stream::<f32>(&device, config, capture),
+                SampleFormat::I16 => input_stream::<i16>(&device, config, capture),
+                SampleFormat::I32 => input_stream::<i32>(&device, config, capture),
+                SampleFormat::U8 => input_stream::<u8>(&device, config, capture),
+                other => Err(format!("sample format {other} is not supported")),
+            })?
         };
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(device_error(name, e)),
-            Err(_) => return Err(device_error(name, "the device did not start within 5 s")),
-        }
         tracing::info!(
             device = name,
             rate,

@@ -7,13 +7,17 @@
 //! capped at 8 s; a server's own `retry after` wins when it is longer) until
 //! the next wait would end beyond the bound; errors that cannot get better
 //! (a refused token, an unknown chat) are not retried. Every failed attempt is
-//! logged with its reason. No jitter: one doorbell does not make a thundering
-//! herd.
+//! logged with its reason. The schedule is [`crate::backoff::Backoff`]
+//! without jitter: the bound arithmetic must hold exactly (the retries fit in
+//! the notify limit the call loop gives), and one doorbell's few messages do
+//! not make a thundering herd.
 
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
+
+use crate::backoff::Backoff;
 
 /// First wait after a failure.
 const FIRST_WAIT: Duration = Duration::from_millis(500);
@@ -62,8 +66,7 @@ impl<E: fmt::Display> fmt::Display for GaveUp<E> {
 
 /// The wait after failed attempt number `attempt` (1-based).
 pub fn backoff(attempt: u32) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(16);
-    (FIRST_WAIT * 2u32.pow(doublings)).min(MAX_WAIT)
+    Backoff::new(FIRST_WAIT, MAX_WAIT, 0.0).wait(attempt)
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the next try would

@@ -37,6 +37,7 @@ use super::socketio::{self, SioPacket};
 use super::tls::{Tls, TrustSettings};
 use super::transport::{self, Dialer, Endpoint, Kind, Opened, TransportError};
 use super::{Signaling, SignalingError, SignalingEvent};
+use crate::backoff::Backoff;
 
 /// Which Engine.IO protocol to speak (`signaling.engine_io`: `"auto"`, `"3"`
 /// or `"4"`; a bare 3 or 4 is accepted too).
@@ -102,16 +103,10 @@ pub struct ClientSettings {
     pub reconnect_max: Duration,
 }
 
-/// Capped exponential backoff with ±20% jitter from the attempt number.
+/// The wait before reconnection attempt `attempt` (0 is the first retry):
+/// capped exponential backoff with ±20 % jitter ([`Backoff`]).
 pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
-    let base = min.saturating_mul(1u32 << attempt.min(16)).min(max);
-    // Jitter from the sub-second clock: enough to spread many doorbells.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
-    base.mul_f64(factor).min(max)
+    Backoff::new(min, max, 0.2).wait(attempt.saturating_add(1))
 }
 
 /// How long the Socket.IO connection to `/` may take once Engine.IO is open.
@@ -135,7 +130,7 @@ fn dialer(settings: &ClientSettings) -> Result<Dialer, SignalingError> {
 /// A message on its way out, and who waits for the outcome.
 struct Outgoing {
     packet: String,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), TransportError>>,
 }
 
 struct Shared {
@@ -217,9 +212,7 @@ impl Found {
 /// `doorbell check`).
 pub async fn probe(settings: &ClientSettings) -> Result<Found, SignalingError> {
     let dialer = dialer(settings)?;
-    let mut conn = connect(&dialer, settings.engine_io, None)
-        .await
-        .map_err(SignalingError::Unreachable)?;
+    let mut conn = connect(&dialer, settings.engine_io, None).await?;
     let found = conn.found(&dialer);
     conn.opened.writer.close().await;
     Ok(found)
@@ -245,12 +238,30 @@ impl Connection {
     }
 }
 
+/// Why no connection could be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// Trying anything else cannot help (a TLS refusal, nobody listening).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server refused every Engine.IO version asked for.
+    #[error("the server refuses Engine.IO {versions}{}: {error}", if *.fixed { " (signaling.engine_io is set; \"auto\" tries both)" } else { "" })]
+    Refused {
+        versions: String,
+        fixed: bool,
+        error: TransportError,
+    },
+    /// Every attempt failed, each for its reason.
+    #[error("{}", .0.join("; "))]
+    Failed(Vec<String>),
+}
+
 /// Tries the versions (and transports) in turn until one connects.
 async fn connect(
     dialer: &Dialer,
     choice: EngineIo,
     preferred: Option<(Version, Kind)>,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectError> {
     let mut plan: Vec<(Version, Kind)> = choice
         .versions()
         .iter()
@@ -281,7 +292,7 @@ async fn connect(
                     kind.describe()
                 )),
             },
-            Err(e) if e.is_final() => return Err(e.to_string()),
+            Err(e) if e.is_final() => return Err(e.into()),
             Err(e) if e.is_version_refusal() => refused.push((version, e)),
             Err(e) => {
                 tracing::debug!(
@@ -298,18 +309,14 @@ async fn connect(
         }
     }
     if refused.len() == choice.versions().len() {
-        let (_, e) = &refused[0];
         let asked: Vec<&str> = refused.iter().map(|(v, _)| v.query()).collect();
-        let hint = match choice {
-            EngineIo::Auto => String::new(),
-            _ => " (signaling.engine_io is set; \"auto\" tries both)".into(),
-        };
-        return Err(format!(
-            "the server refuses Engine.IO {}{hint}: {e}",
-            asked.join(" and ")
-        ));
+        return Err(ConnectError::Refused {
+            versions: asked.join(" and "),
+            fixed: choice != EngineIo::Auto,
+            error: refused.swap_remove(0).1,
+        });
     }
-    Err(failures.join("; "))
+    Err(ConnectError::Failed(failures))
 }
 
 /// Completes the Socket.IO connection to `/`.
@@ -406,6 +413,7 @@ async fn supervise(
                 tracing::warn!(url = %shared.url, "lost the signaling server ({why}); reconnecting");
             }
             Err(e) => {
+                let e = e.to_string();
                 if last_failure.as_deref() != Some(e.as_str()) {
                     tracing::warn!(url = %shared.url, "cannot reach the signaling server: {e}; retrying with backoff");
                 } else {
@@ -469,7 +477,7 @@ async fn run_session(shared: &Arc<Shared>, conn: Connection, cancel: &Cancellati
                     }
                     let packets: Vec<Packet> =
                         batch.iter().map(|o| Packet::Message(o.packet.clone())).collect();
-                    let result = opened.writer.send(&packets).await.map_err(|e| e.to_string());
+                    let result = opened.writer.send(&packets).await;
                     let failed = result.clone().err();
                     for o in batch {
                         let _ = o.done.send(result.clone());

@@ -42,8 +42,8 @@ pub enum SignalingError {
     #[error("{0}")]
     Settings(String),
     /// The server could not be reached or refused us, with the cause.
-    #[error("{0}")]
-    Unreachable(String),
+    #[error(transparent)]
+    Unreachable(#[from] client::ConnectError),
 }
 
 /// Sends room protocol messages. Incoming ones arrive as [`SignalingEvent`]s on

@@ -37,6 +37,65 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// `doorbell serve`'s server on a loopback port (no STUN for its viewers:
+/// everything here is on loopback), stopped when dropped.
+pub struct TestServer {
+    pub url: String,
+    /// Rooms and members, as the server sees them.
+    pub server: doorbell::server::Server,
+    cancel: CancellationToken,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = doorbell::server::Server;
+    fn deref(&self) -> &Self::Target {
+        &self.server
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub async fn test_server() -> TestServer {
+    let cancel = CancellationToken::new();
+    let server = doorbell::server::start(
+        "127.0.0.1:0",
+        doorbell::server::ServerSettings {
+            viewer_ice_servers: vec![],
+            ..doorbell::server::ServerSettings::default()
+        },
+        cancel.clone(),
+    )
+    .await
+    .expect("the signaling server starts");
+    TestServer {
+        url: format!("http://{}", server.addr),
+        server,
+        cancel,
+    }
+}
+
+/// The start of most call tests: a server, a directory, and a doorbell with
+/// the loopback config (changed by `adjust`) connected to the server.
+pub struct Rig {
+    pub bell: Bell,
+    pub server: TestServer,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn rig(adjust: impl FnOnce(&mut Config)) -> Rig {
+    let server = test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = loopback_config(&server.url, dir.path());
+    adjust(&mut config);
+    let bell = Bell::start(&config).await;
+    bell.wait_connected().await;
+    Rig { bell, server, dir }
+}
+
 /// A doorbell config for loopback tests: no STUN, loopback candidates, a
 /// small test pattern, a 440 Hz tone, the viewer's voice into WAV files.
 pub fn loopback_config(url: &str, dir: &Path) -> Config {

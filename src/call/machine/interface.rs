@@ -84,10 +84,10 @@ pub enum Input {
     SignalFailed {
         what: String,
     },
-    /// The notifiers finished sending the ring; `Err` carries why the last failed.
+    /// The notifiers finished sending the ring; `Err` when every one failed.
     Notified {
         epoch: Epoch,
-        result: Result<(), String>,
+        result: Result<(), NotifyFailed>,
     },
     /// The answer is ready (ICE gathering complete or capped).
     AnswerReady {
@@ -174,3 +174,8 @@ pub enum Action {
     /// The input made no sense in this state; log it.
     Ignored { input: String, state: &'static str },
 }
+
+/// Every notifier failed to tell the owner; why, in their words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotifyFailed(pub String);

@@ -127,7 +127,7 @@ fn input_named(name: &str, m: &CallMachine) -> Input {
         },
         "notify_failed" => Input::Notified {
             epoch,
-            result: Err("api down".into()),
+            result: Err(NotifyFailed("api down".into())),
         },
         "answer_ready" => Input::AnswerReady {
             epoch,

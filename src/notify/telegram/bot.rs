@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, ErrorKind, Incoming};
 use super::{clock, day_and_clock, why, SNAPSHOT_LIMIT};
+use crate::backoff::Backoff;
 use crate::call::command::{Command, RingReply, StateKind, Status};
 use crate::call::event::CallEvent;
 use crate::call::event::{EndReason, EventKind};
@@ -171,10 +172,10 @@ impl Bot {
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = poll_backoff(failures);
+                    let wait = POLL_BACKOFF.wait(failures);
                     tracing::warn!(
-                        "telegram: cannot check the bot (retrying in {} s): {e}",
-                        wait.as_secs()
+                        "telegram: cannot check the bot (retrying in {:.1} s): {e}",
+                        wait.as_secs_f64()
                     );
                     tokio::select! {
                         _ = cancel.cancelled() => return false,
@@ -214,7 +215,7 @@ impl Bot {
                 }
                 Err(e) => {
                     failures += 1;
-                    let mut wait = poll_backoff(failures);
+                    let mut wait = POLL_BACKOFF.wait(failures);
                     if let ErrorKind::RetryAfter(d) = e.kind {
                         wait = wait.max(d);
                     }
@@ -225,8 +226,8 @@ impl Bot {
                         ""
                     };
                     tracing::warn!(
-                        "telegram: polling for commands failed, retrying in {} s: {e}{hint}",
-                        wait.as_secs()
+                        "telegram: polling for commands failed, retrying in {:.1} s: {e}{hint}",
+                        wait.as_secs_f64()
                     );
                     tokio::select! {
                         _ = cancel.cancelled() => return,
@@ -388,10 +389,14 @@ impl Bot {
     }
 }
 
-/// 1 s, 2 s, 4 s, ... 60 s.
+/// 1 s, 2 s, 4 s, ... 60 s, ±20 %: every doorbell polling the same API comes
+/// back from an outage at its own moment.
+const POLL_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), POLL_BACKOFF_MAX, 0.2);
+
+/// The schedule before jitter.
+#[cfg(test)]
 fn poll_backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(6);
-    (Duration::from_secs(1) * 2u32.pow(doublings)).min(POLL_BACKOFF_MAX)
+    POLL_BACKOFF.base(failures)
 }
 
 fn status_text(status: &Status, last: Option<&Entry>) -> String {
