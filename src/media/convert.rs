@@ -655,6 +655,69 @@ impl Scaler {
     }
 }
 
+/// Turns camera frames into I420 of the target size.
+pub struct CameraConverter {
+    format: PixelFormat,
+    width: usize,
+    height: usize,
+    stride: usize,
+    target: (usize, usize),
+    scaler: Option<Scaler>,
+    /// The picture at the camera's size, when it has to be scaled.
+    staging: Frame,
+    mjpeg: MjpegDecoder,
+}
+
+impl CameraConverter {
+    pub fn new(
+        format: PixelFormat,
+        width: usize,
+        height: usize,
+        stride: usize,
+        target: (usize, usize),
+    ) -> Result<Self, ConvertError> {
+        let scaler = if (width, height) == target {
+            None
+        } else {
+            Some(Scaler::new(width, height, target.0, target.1)?)
+        };
+        Ok(Self {
+            format,
+            width,
+            height,
+            stride,
+            target,
+            scaler,
+            staging: Frame::new(width, height),
+            mjpeg: MjpegDecoder::new(),
+        })
+    }
+
+    pub fn convert(&mut self, data: &[u8], out: &mut Frame) -> Result<(), ConvertError> {
+        let direct = (self.width, self.height) == self.target;
+        let (w, h) = (self.width, self.height);
+        match self.format {
+            PixelFormat::Mjpeg if direct => {
+                self.mjpeg.decode(data, w, h, out)?;
+                if (out.width, out.height) == self.target {
+                    return Ok(());
+                }
+                // A JPEG smaller than announced: scale it like any other.
+                std::mem::swap(out, &mut self.staging);
+            }
+            PixelFormat::Mjpeg => self.mjpeg.decode(data, w, h, &mut self.staging)?,
+            raw if direct => return raw_to_i420(raw, data, self.stride, w, h, out),
+            raw => raw_to_i420(raw, data, self.stride, w, h, &mut self.staging)?,
+        }
+        let size = (self.staging.width, self.staging.height);
+        if self.scaler.as_ref().map(Scaler::source_size) != Some(size) {
+            self.scaler = Some(Scaler::new(size.0, size.1, self.target.0, self.target.1)?);
+        }
+        let scaler = self.scaler.as_ref().expect("set just above");
+        scaler.scale(&self.staging, out)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -15,7 +15,9 @@ use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
     RateControlMode, SpsPpsStrategy, UsageType,
 };
-use openh264::formats::{YUVSlices, YUVSource};
+use openh264::formats::YUVSlices;
+#[cfg(feature = "testkit")]
+use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 
 use super::{Frame, MediaError};
