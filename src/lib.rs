@@ -30,6 +30,7 @@ pub mod chime;
 pub mod cmd;
 pub mod config;
 pub mod gpio;
+pub mod history;
 pub mod media;
 pub mod notify;
 pub mod peer;

@@ -14,6 +14,7 @@ use crate::call::driver::Engine;
 use crate::call::event::CallEvent;
 use crate::chime;
 use crate::config::Config;
+use crate::history::SharedHistory;
 use crate::media::lease::SpeakerLease;
 use crate::media::opener::ConfiguredMedia;
 use crate::media::MediaOpener;
@@ -37,6 +38,8 @@ pub struct Options {
 pub struct Doorbell {
     pub commands: mpsc::Sender<Command>,
     pub events: broadcast::Sender<CallEvent>,
+    /// The rings since the start and how they ended.
+    pub history: SharedHistory,
     /// Ends when the call loop has finished after `cancel`.
     pub task: JoinHandle<()>,
     /// GPIO buttons: their pins and interrupt threads live as long as this.
@@ -98,12 +101,14 @@ pub async fn start(
         }
     }
     let (events, _) = broadcast::channel(256);
+    // The ring history, from every call event since the start.
+    let history = SharedHistory::follow(events.subscribe(), cancel.child_token());
     let notifiers = notifiers(
         config,
         options.stdout_notifier,
         media.clone(),
         commands.clone(),
-        events.clone(),
+        history.clone(),
         cancel.child_token(),
     )?;
     let engine = Engine {
@@ -143,6 +148,7 @@ pub async fn start(
     Ok(Doorbell {
         commands,
         events,
+        history,
         task,
         _buttons: gpio_buttons,
     })
@@ -159,7 +165,7 @@ fn notifiers(
     stdout: bool,
     media: Arc<dyn MediaOpener>,
     commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<CallEvent>,
+    history: SharedHistory,
     cancel: CancellationToken,
 ) -> Result<Vec<Arc<dyn Notifier>>, NotifyError> {
     let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
@@ -197,7 +203,7 @@ fn notifiers(
             },
             media,
             commands,
-            events.subscribe(),
+            history,
             cancel,
         );
     }

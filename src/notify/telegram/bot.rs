@@ -18,18 +18,16 @@
 //! here can hold up a call: commands go to the call loop as [`Command`]s like
 //! any button.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, ErrorKind, Incoming};
 use super::{clock, day_and_clock, why, SNAPSHOT_LIMIT};
 use crate::backoff::Backoff;
 use crate::call::command::{Command, RingReply, StateKind, Status};
-use crate::call::event::CallEvent;
-use crate::call::event::{EndReason, EventKind};
+use crate::history::{Entry, History, Outcome, SharedHistory};
 use crate::media::{snapshot, unix_ms, MediaOpener};
 use crate::notify::retry::retry;
 
@@ -65,13 +63,9 @@ pub fn spawn(
     settings: BotSettings,
     media: Arc<dyn MediaOpener>,
     commands: mpsc::Sender<Command>,
-    events: broadcast::Receiver<CallEvent>,
+    history: SharedHistory,
     cancel: CancellationToken,
 ) {
-    let history = Arc::new(Mutex::new(History::default()));
-    if settings.commands {
-        tokio::spawn(keep_history(events, history.clone(), cancel.clone()));
-    }
     let bot = Arc::new(Bot {
         api,
         settings,
@@ -95,7 +89,7 @@ struct Bot {
     settings: BotSettings,
     media: Arc<dyn MediaOpener>,
     commands: mpsc::Sender<Command>,
-    history: Arc<Mutex<History>>,
+    history: SharedHistory,
     /// `@name` from getMe, to tell our commands from other bots' in groups.
     username: Mutex<Option<String>>,
 }
@@ -318,13 +312,13 @@ impl Bot {
                     None => "The doorbell did not answer in time.".into(),
                 })
             }
-            BotCommand::History => Some(self.history().text()),
+            BotCommand::History => Some(history_text(&self.history())),
             BotCommand::Help | BotCommand::Unknown => Some(HELP.into()),
         }
     }
 
     fn history(&self) -> std::sync::MutexGuard<'_, History> {
-        self.history.lock().unwrap_or_else(|e| e.into_inner())
+        self.history.lock()
     }
 
     async fn status(&self) -> Option<Status> {
@@ -420,123 +414,45 @@ fn status_text(status: &Status, last: Option<&Entry>) -> String {
         "not connected"
     };
     let last = match last {
-        Some(e) => format!("Last ring: {}, {}.", day_and_clock(e.at_ms), e.outcome),
+        Some(e) => format!(
+            "Last ring: {}, {}.",
+            day_and_clock(e.at_ms),
+            outcome_text(e.outcome)
+        ),
         None => "No ring since the doorbell started.".into(),
     };
     format!("{state}\nUp {uptime}. Signaling server: {signaling}.\n{last}")
 }
 
-async fn keep_history(
-    mut events: broadcast::Receiver<CallEvent>,
-    history: Arc<Mutex<History>>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = cancel.cancelled() => return,
-            e = events.recv() => e,
-        };
-        match event {
-            Ok(e) => history.lock().unwrap_or_else(|e| e.into_inner()).record(&e),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!("telegram: {n} call events missed; /history may be incomplete")
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
+/// `/history`: newest first, one line per ring.
+fn history_text(history: &History) -> String {
+    if history.is_empty() {
+        return "No ring since the doorbell started.".into();
     }
+    let mut text = format!("The last {} ring(s), newest first:", history.len());
+    for e in history.entries() {
+        text.push_str(&format!(
+            "\n{}: {}",
+            day_and_clock(e.at_ms),
+            outcome_text(e.outcome)
+        ));
+    }
+    text
 }
 
-/// The last rings and how they ended, from the call events.
-#[derive(Debug, Default)]
-pub struct History {
-    rings: VecDeque<Entry>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub call: u64,
-    /// The `ringing` event's time, Unix ms.
-    pub at_ms: u64,
-    pub outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome {
-    Ringing,
-    Answered,
-    Missed,
-    Failed(EndReason),
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Ringing => f.write_str("in progress"),
-            Outcome::Answered => f.write_str("answered"),
-            Outcome::Missed => f.write_str("missed"),
-            Outcome::Failed(reason) => write!(f, "not answered: {}", why(*reason)),
-        }
-    }
-}
-
-impl History {
-    pub const KEEP: usize = 10;
-
-    pub fn record(&mut self, e: &CallEvent) {
-        let call = e.event.call;
-        match &e.event.kind {
-            EventKind::Ringing => {
-                self.rings.push_back(Entry {
-                    call,
-                    at_ms: e.ts,
-                    outcome: Outcome::Ringing,
-                });
-                while self.rings.len() > Self::KEEP {
-                    self.rings.pop_front();
-                }
-            }
-            EventKind::Answered | EventKind::Connected => {
-                if let Some(entry) = self.entry(call) {
-                    entry.outcome = Outcome::Answered;
-                }
-            }
-            EventKind::Ended { reason } => {
-                if let Some(entry) = self.entry(call).filter(|e| e.outcome == Outcome::Ringing) {
-                    entry.outcome = match reason {
-                        EndReason::Unanswered => Outcome::Missed,
-                        other => Outcome::Failed(*other),
-                    };
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn entry(&mut self, call: u64) -> Option<&mut Entry> {
-        self.rings.iter_mut().rev().find(|e| e.call == call)
-    }
-
-    pub fn last(&self) -> Option<&Entry> {
-        self.rings.back()
-    }
-
-    /// Newest first, one line per ring.
-    pub fn text(&self) -> String {
-        if self.rings.is_empty() {
-            return "No ring since the doorbell started.".into();
-        }
-        let mut text = format!("The last {} ring(s), newest first:", self.rings.len());
-        for e in self.rings.iter().rev() {
-            text.push_str(&format!("\n{}: {}", day_and_clock(e.at_ms), e.outcome));
-        }
-        text
+fn outcome_text(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Ringing => "in progress".into(),
+        Outcome::Answered => "answered".into(),
+        Outcome::Missed => "missed".into(),
+        Outcome::Failed(reason) => format!("not answered: {}", why(reason)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::event::Event;
+    use crate::call::event::{CallEvent, EndReason, Event, EventKind};
 
     fn event(call: u64, ts: u64, kind: EventKind) -> CallEvent {
         CallEvent {
@@ -595,7 +511,7 @@ mod tests {
     #[test]
     fn history_keeps_the_last_ten_rings_and_how_they_ended() {
         let mut h = History::default();
-        assert_eq!(h.text(), "No ring since the doorbell started.");
+        assert_eq!(history_text(&h), "No ring since the doorbell started.");
         for call in 1..=12u64 {
             let ts = 1_700_000_000_000 + call * 60_000;
             h.record(&event(call, ts, EventKind::Ringing));
@@ -629,7 +545,8 @@ mod tests {
             }
         }
         h.record(&event(13, 1_700_000_900_000, EventKind::Ringing));
-        let outcomes: Vec<(u64, Outcome)> = h.rings.iter().map(|e| (e.call, e.outcome)).collect();
+        let mut outcomes: Vec<(u64, Outcome)> = h.entries().map(|e| (e.call, e.outcome)).collect();
+        outcomes.reverse(); // oldest first
         assert_eq!(outcomes.len(), History::KEEP);
         assert_eq!(outcomes[0], (4, Outcome::Missed));
         assert_eq!(
@@ -642,7 +559,7 @@ mod tests {
             "an answered call that ended stays answered"
         );
         assert_eq!(outcomes[9], (13, Outcome::Ringing));
-        let text = h.text();
+        let text = history_text(&h);
         assert!(
             text.starts_with("The last 10 ring(s), newest first:"),
             "{text}"
