@@ -89,3 +89,76 @@ async fn ring_link_answer_media_both_ways_bye_and_ring_again() {
     }
     bell.stop().await;
 }
+
+/// What a recorder would take from a call: the door's H.264 (IDR first, with
+/// its parameter sets) and Opus, and the viewer's Opus, all of call 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_tap_gets_the_calls_encoded_media() {
+    use doorbell::cmd::daemon;
+    use doorbell::media::h264::nal_types;
+    use doorbell::media::tap::{MediaTap, Tapped};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u64, Tapped)>>);
+    impl MediaTap for Recorder {
+        fn tapped(&self, call: u64, sample: Tapped) {
+            self.0.lock().unwrap().push((call, sample));
+        }
+    }
+
+    init_logs();
+    let server = test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let mut bell = Bell::start_with(
+        &loopback_config(&server.url, dir.path()),
+        daemon::Options {
+            tap: Some(recorder.clone()),
+            ..daemon::Options::default()
+        },
+    )
+    .await;
+    bell.wait_connected().await;
+    assert!(bell.ring().await.starts_with("ringing "));
+    let (notified, _) = bell.until("notified").await;
+    let room = room_of(notified.to_json()["link"].as_str().unwrap());
+    let report = view_call(
+        &server.url,
+        &room,
+        30,
+        (320, 240),
+        Duration::from_secs(2),
+        1000.0,
+    )
+    .await;
+    assert!(report.decoded_frames >= 30, "{report:?}");
+    bell.until("ended").await;
+    let samples = recorder.0.lock().unwrap();
+    assert!(samples.iter().all(|(call, _)| *call == 1));
+    let video: Vec<(&bytes::Bytes, bool)> = samples
+        .iter()
+        .filter_map(|(_, s)| match s {
+            Tapped::Video { data, keyframe, .. } => Some((data, *keyframe)),
+            _ => None,
+        })
+        .collect();
+    assert!(video.len() >= 30, "{} video samples", video.len());
+    let (first, keyframe) = video[0];
+    let nals = nal_types(first);
+    assert!(
+        keyframe && nals.contains(&7) && nals.contains(&8) && nals.contains(&5),
+        "the first is an IDR with SPS and PPS: {nals:?}"
+    );
+    let count = |f: fn(&Tapped) -> bool| samples.iter().filter(|(_, s)| f(s)).count();
+    assert!(
+        count(|s| matches!(s, Tapped::DoorAudio { .. })) > 25,
+        "the door's audio"
+    );
+    assert!(
+        count(|s| matches!(s, Tapped::ViewerAudio { .. })) > 25,
+        "the viewer's voice"
+    );
+    drop(samples);
+    bell.stop().await;
+}

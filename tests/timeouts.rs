@@ -72,6 +72,7 @@ fn harness(config: Config) -> Harness {
         notifiers: vec![Arc::new(notifier.clone())],
         commands: command_rx,
         events: events_tx,
+        tap: None,
     };
     tokio::spawn(engine.run(cancel.clone()));
     Harness {
@@ -226,4 +227,24 @@ async fn malformed_and_unexpected_messages_change_nothing() {
     assert_eq!(ended.to_json()["reason"], "room_collision");
     assert_eq!(h.peer.sent().last(), Some(&Message::Bye(Some(room))));
     assert_eq!(h.state().await, "idle");
+}
+
+/// The signaling seam carries viewers by name (protocols with a session per
+/// viewer): a named viewer's messages drive the call like the room's.
+#[tokio::test(start_paused = true)]
+async fn a_named_viewers_messages_drive_the_call() {
+    let mut config = Config::default();
+    config.call.offer_timeout = Duration::from_secs(7);
+    let mut h = harness(config);
+    h.peer.set_up(true);
+    h.settle().await;
+    let room = h.ring().await.strip_prefix("ringing ").unwrap().to_string();
+    h.peer.deliver(Message::Created(room.clone()));
+    h.until("notified").await;
+    h.peer.deliver_from("viewer-1", Message::NewPeer(None));
+    h.until("viewer_joined").await;
+    let joined = Instant::now();
+    let ended = h.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "no_offer");
+    assert_eq!(joined.elapsed(), Duration::from_secs(7));
 }

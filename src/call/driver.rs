@@ -18,6 +18,7 @@ use super::command::{Command, HangupReply, RingReply, Status};
 use super::event::{CallEvent, Event, EventKind};
 use super::machine::{Action, CallMachine, Epoch, Input, MachineConfig, NotifyFailed, State};
 use super::session::{AnswerRequest, Answered, Session};
+use crate::media::tap::{CallTap, MediaTap};
 use crate::media::MediaOpener;
 use crate::notify::{Notifier, NotifyError, Ring};
 use crate::peer::PeerSettings;
@@ -35,6 +36,8 @@ pub struct Engine {
     pub commands: mpsc::Receiver<Command>,
     /// Every call event goes here (the event printer, notifiers, tests).
     pub events: broadcast::Sender<CallEvent>,
+    /// A copy of every call's encoded media (a recorder), if anyone wants it.
+    pub tap: Option<Arc<dyn MediaTap>>,
 }
 
 /// Trickled candidates waiting for the peer.
@@ -50,6 +53,7 @@ struct Loop {
     peer: PeerSettings,
     notifiers: Vec<Arc<dyn Notifier>>,
     events: broadcast::Sender<CallEvent>,
+    tap: Option<Arc<dyn MediaTap>>,
     feedback: mpsc::Sender<Input>,
     session: Option<Session>,
     /// Sessions delivered by answer tasks: (epoch, session, answer SDP).
@@ -72,6 +76,7 @@ impl Engine {
             notifiers,
             mut commands,
             events,
+            tap,
         } = self;
         let (signaling_out, outgoing) = mpsc::channel::<Message>(64);
         let (feedback, mut inputs) = mpsc::channel::<Input>(256);
@@ -84,6 +89,7 @@ impl Engine {
             peer,
             notifiers,
             events: events.clone(),
+            tap,
             feedback,
             session: None,
             answered,
@@ -125,6 +131,12 @@ impl Engine {
                     SignalingEvent::Message(m) => {
                         tracing::debug!(message = %m, "signaling message");
                         lp.feed(Input::Signal(m));
+                    }
+                    SignalingEvent::FromViewer { viewer, message } => {
+                        // One call, one viewer at a time: a named viewer's
+                        // messages drive the call like the room's.
+                        tracing::debug!(message = %message, %viewer, "signaling message");
+                        lp.feed(Input::Signal(message));
                     }
                     SignalingEvent::Malformed(why) => {
                         tracing::warn!("ignored a malformed signaling message: {why}");
@@ -311,6 +323,7 @@ impl Loop {
                 let peer = self.peer.clone();
                 let feedback = self.feedback.clone();
                 let answered = self.answered.clone();
+                let tap = self.tap.clone().map(|tap| CallTap { call, tap });
                 // The machine bounds the whole answer; this bounds the task too.
                 let limit = self.machine.config().timeouts.answer();
                 tokio::spawn(async move {
@@ -323,6 +336,7 @@ impl Loop {
                         peer,
                         candidates: candidate_rx,
                         feedback: feedback.clone(),
+                        tap,
                     });
                     match tokio::time::timeout(limit, work).await {
                         Ok(Ok(done)) => {

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::machine::{Epoch, Input};
 use crate::media::audio::{MicPipeline, Playout};
+use crate::media::tap::{CallTap, Tapped};
 use crate::media::video::{KeyframeRequester, VideoPipeline};
 use crate::media::{AudioSink, AudioSource, MediaOpener, VideoSource};
 use crate::peer::{AnswerInputs, AnswerPeer, PeerError, PeerEvent, PeerSettings};
@@ -85,6 +86,8 @@ pub struct AnswerRequest {
     /// Candidates the viewer trickles.
     pub candidates: mpsc::Receiver<IceCandidate>,
     pub feedback: Feedback,
+    /// Where a copy of the call's encoded media goes (a recorder), if anywhere.
+    pub tap: Option<CallTap>,
 }
 
 /// A session and the complete answer to send.
@@ -115,6 +118,7 @@ impl Session {
             peer: peer_settings,
             candidates,
             feedback,
+            tap,
         } = request;
         let opener = media.clone();
         let devices = tokio::task::spawn_blocking(move || open_devices(opener.as_ref(), call))
@@ -155,7 +159,7 @@ impl Session {
                 have_video: devices.video.is_some(),
                 have_microphone: devices.microphone.is_some(),
                 events: peer_tx,
-                remote_audio: playout.as_ref().map(Playout::input),
+                remote_audio: playout.as_ref().map(|p| p.input().tapped(tap.clone())),
                 candidates,
             },
         )
@@ -189,9 +193,17 @@ impl Session {
                 Ok(p) => {
                     keyframes = Some(p.keyframe_requester());
                     video = Some(p);
-                    let (feedback, first_sent) = (feedback.clone(), first_sent.clone());
+                    let (feedback, first_sent, tap) =
+                        (feedback.clone(), first_sent.clone(), tap.clone());
                     tasks.push(tokio::spawn(async move {
                         while let Some(frame) = rx.recv().await {
+                            if let Some(tap) = &tap {
+                                tap.send(Tapped::Video {
+                                    data: frame.data.clone(),
+                                    keyframe: frame.keyframe,
+                                    duration: frame.duration,
+                                });
+                            }
                             if track.send(frame.data, frame.duration).await.is_err() {
                                 break;
                             }
@@ -213,12 +225,22 @@ impl Session {
             match MicPipeline::start(source, tx, move |e| on_error(format!("microphone: {e}"))) {
                 Ok(p) => {
                     mic = Some(p);
-                    let (feedback, first_sent, live) =
-                        (feedback.clone(), first_sent.clone(), live.clone());
+                    let (feedback, first_sent, live, tap) = (
+                        feedback.clone(),
+                        first_sent.clone(),
+                        live.clone(),
+                        tap.clone(),
+                    );
                     tasks.push(tokio::spawn(async move {
                         while let Some(packet) = rx.recv().await {
                             if !live.load(Ordering::Acquire) {
                                 continue; // nothing goes out before the transport is up
+                            }
+                            if let Some(tap) = &tap {
+                                tap.send(Tapped::DoorAudio {
+                                    data: packet.data.clone(),
+                                    duration: packet.duration,
+                                });
                             }
                             if track.send(packet.data, packet.duration).await.is_err() {
                                 break;

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::history::SharedHistory;
 use crate::media::lease::SpeakerLease;
 use crate::media::opener::ConfiguredMedia;
+use crate::media::tap::MediaTap;
 use crate::media::MediaOpener;
 use crate::notify::{self, Notifier, NotifyError};
 use crate::peer::PeerSettings;
@@ -32,6 +33,8 @@ pub struct Options {
     pub stdout_notifier: bool,
     /// Media instead of the configured devices (tests).
     pub media: Option<Arc<dyn MediaOpener>>,
+    /// Where a copy of every call's encoded media goes (a recorder).
+    pub tap: Option<Arc<dyn MediaTap>>,
 }
 
 /// A running doorbell.
@@ -123,6 +126,7 @@ pub async fn start(
         notifiers,
         commands: command_rx,
         events: events.clone(),
+        tap: options.tap,
     };
     // The chime is a courtesy to the visitor: without it the bell still rings
     // the owner, so a missing sound file or relay is logged, not fatal.

@@ -37,7 +37,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         daemon::Options {
             stdin_button: true,
             stdout_notifier: args.events == EventFormat::Text,
-            media: None,
+            ..daemon::Options::default()
         },
         cancel,
     )

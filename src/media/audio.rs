@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::jitter::{JitterBuffer, JitterConfig, Pop};
+use super::tap::{CallTap, Tapped};
 use super::{AudioSink, AudioSource, MediaError, AUDIO_FRAME, AUDIO_FRAME_DURATION, AUDIO_RATE};
 
 /// A sine wave microphone at real-time pace.
@@ -334,6 +335,7 @@ impl Playout {
         RemoteAudioInput {
             tx: self.input.clone(),
             stats: self.stats.clone(),
+            tap: None,
         }
     }
 
@@ -361,13 +363,26 @@ impl Drop for Playout {
 pub struct RemoteAudioInput {
     tx: std_mpsc::SyncSender<RemoteAudio>,
     stats: Arc<PlayoutStats>,
+    tap: Option<CallTap>,
 }
 
 impl RemoteAudioInput {
     pub fn push(&self, packet: RemoteAudio) {
+        if let Some(tap) = &self.tap {
+            tap.send(Tapped::ViewerAudio {
+                sequence: packet.sequence,
+                data: packet.payload.clone(),
+            });
+        }
         if self.tx.try_send(packet).is_err() {
             self.stats.dropped_input.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The same input, also feeding `tap`.
+    pub fn tapped(mut self, tap: Option<CallTap>) -> Self {
+        self.tap = tap;
+        self
     }
 }
 

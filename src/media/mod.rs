@@ -26,6 +26,7 @@ pub mod negotiate;
 pub mod opener;
 pub mod snapshot;
 pub mod stamp;
+pub mod tap;
 pub mod testsrc;
 #[cfg(feature = "camera")]
 pub mod v4l2;

@@ -75,6 +75,16 @@ impl MemoryPeer {
         let _ = s.to_doorbell.try_send(SignalingEvent::Message(msg));
     }
 
+    /// Delivers a message from a named viewer, as a protocol with a session
+    /// per viewer would.
+    pub fn deliver_from(&self, viewer: &str, message: Message) {
+        let s = self.state.lock().expect("memory signaling lock");
+        let _ = s.to_doorbell.try_send(SignalingEvent::FromViewer {
+            viewer: super::ViewerId(viewer.to_string()),
+            message,
+        });
+    }
+
     pub fn sent(&self) -> Vec<Message> {
         self.state
             .lock()

@@ -1,4 +1,13 @@
-//! Signaling: the room protocol's messages, and the connections that carry them.
+//! Signaling: the call's messages, and the connections that carry them.
+//!
+//! The vocabulary is the room protocol's [`Message`] set, which every adapter
+//! speaks in: an offer ([`Message::Invite`]) and an answer ([`Message::Ok`])
+//! can go either way (the doorbell answers today; a protocol where it offers
+//! sends `Invite` and receives `Ok`), candidates trickle both ways
+//! ([`Message::IceCandidate`], `None` ending them), any event may come
+//! without its argument. A protocol with a session per viewer names the
+//! viewer ([`ViewerId`]: [`SignalingEvent::FromViewer`], [`Signaling::send_to`]);
+//! the room protocol has one viewer per room and names none.
 //!
 //! [`protocol`] is pure data. [`client`] talks Socket.IO to a real server (ours
 //! or the original design's, in either protocol generation), over
@@ -27,9 +36,22 @@ pub enum SignalingEvent {
     Up,
     /// The connection is gone; reconnecting in the background.
     Down,
+    /// A message in the room (one viewer per room).
     Message(Message),
+    /// A message from one of possibly several viewers.
+    FromViewer { viewer: ViewerId, message: Message },
     /// A message that could not be parsed; logged and otherwise ignored.
     Malformed(String),
+}
+
+/// A viewer as a protocol with one session per viewer names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ViewerId(pub String);
+
+impl std::fmt::Display for ViewerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,10 +68,22 @@ pub enum SignalingError {
     Unreachable(#[from] client::ConnectError),
 }
 
-/// Sends room protocol messages. Incoming ones arrive as [`SignalingEvent`]s on
-/// the channel given when the connection was made.
+/// Sends messages. Incoming ones arrive as [`SignalingEvent`]s on the channel
+/// given when the connection was made.
 pub trait Signaling: Send + Sync + 'static {
+    /// To the room (every other member; the room protocol's only way).
     fn send(&self, msg: Message) -> BoxFuture<'static, Result<(), SignalingError>>;
+
+    /// To one viewer. A protocol without per-viewer sessions has only the
+    /// room, so by default this is [`Signaling::send`].
+    fn send_to(
+        &self,
+        viewer: &ViewerId,
+        msg: Message,
+    ) -> BoxFuture<'static, Result<(), SignalingError>> {
+        let _ = viewer;
+        self.send(msg)
+    }
 }
 
 /// A fresh room name: 128 bits from the operating system's random source,

@@ -123,8 +123,12 @@ pub struct Bell {
 
 impl Bell {
     pub async fn start(config: &Config) -> Bell {
+        Self::start_with(config, daemon::Options::default()).await
+    }
+
+    pub async fn start_with(config: &Config, options: daemon::Options) -> Bell {
         let cancel = CancellationToken::new();
-        let bell = daemon::start(config, daemon::Options::default(), cancel.clone())
+        let bell = daemon::start(config, options, cancel.clone())
             .await
             .expect("doorbell starts");
         let events = bell.events.subscribe();
