@@ -4,24 +4,36 @@
 //!
 //! # Layout
 //!
-//! - [`call`]: the pure call state machine ([`call::machine`]), the loop that
-//!   drives it ([`call::driver`]) and the per-call peer session ([`call::session`]).
-//! - [`signaling`]: the room protocol ([`signaling::protocol`], pure), the
-//!   Socket.IO client ([`signaling::client`]) and an in-memory stand-in.
-//! - [`peer`]: the only module that imports webrtc-rs: the doorbell's answering
-//!   peer and a browser-like viewer peer.
-//! - [`media`]: sources (test pattern, tone, sound cards), H.264 and Opus,
-//!   the video and audio pipelines, the jitter buffer, WAV and device sinks.
-//! - [`server`]: `doorbell serve`, the room server and the web viewer.
-//! - [`button`]: where presses come from (stdin, GPIO through rppal with a pure
-//!   debouncer, the control socket).
-//! - [`chime`]: the sound (and optional relay) that tells the visitor the bell
-//!   worked.
-//! - [`notify`]: telling the owner: stdout, Telegram (with a photo, follow-ups
-//!   and the owner's bot commands), webhooks.
-//! - [`config`], [`events`], [`sdp`]: the config file, the JSON event stream,
-//!   and the little SDP reading we do ourselves.
-//! - [`cmd`]: one module per subcommand; `main.rs` only parses and dispatches.
+//! Modules import only downwards (no cycle: `scripts/check-layers`, run by
+//! the tests). From the bottom:
+//!
+//! 1. **Vocabulary** (leaves, no IO): [`spec`] (what the config names:
+//!    sources, pins, sounds, durations), the call's words
+//!    ([`call::command`], [`call::event`], [`call::peer_state`]), the
+//!    signaling messages ([`signaling::protocol`]), [`sdp`], [`backoff`], and
+//!    the media traits and frames ([`media`]).
+//! 2. **Pure cores**: the call state machine ([`call::machine`]), the button
+//!    debouncer, camera format negotiation and conversion, the server's room
+//!    rules, the Engine.IO and Socket.IO codecs.
+//! 3. **Adapters**, one per outside crate: [`peer`] (webrtc-rs),
+//!    [`signaling::client`] (our Socket.IO client over hyper, tungstenite and
+//!    native-tls), `media::h264` (openh264), `media::audio` (opus),
+//!    `media::device` (cpal), `media::v4l2` (v4l), [`gpio`] (rppal), the
+//!    Telegram API (teloxide), [`server`] (socketioxide and axum).
+//! 4. **Subsystems**: the peer session of a call ([`call::session`]), media
+//!    pipelines and the devices of a call (`media::opener`, `media::lease`,
+//!    `media::tap`), [`button`] sources, the [`chime`], the notifiers
+//!    ([`notify`]), the ring [`history`], [`systemd`].
+//! 5. **The call loop** ([`call::driver`]): inputs in, the machine decides,
+//!    actions out.
+//! 6. **[`config`]**: the file, made of the subsystems' settings.
+//! 7. **[`cmd`]**: one module per subcommand; [`cmd::daemon`] is the
+//!    composition root that gives each subsystem its own settings. `main.rs`
+//!    only parses and dispatches.
+//!
+//! A newcomer reads `call::event` and `call::command` (what a call says and
+//! is asked), then `call::machine` and its table of tests, then
+//! `call::driver`, then `cmd::daemon`.
 
 pub mod backoff;
 pub mod button;

@@ -134,7 +134,7 @@ async fn a_media_tap_gets_the_calls_encoded_media() {
     .await;
     assert!(report.decoded_frames >= 30, "{report:?}");
     bell.until("ended").await;
-    let samples = recorder.0.lock().unwrap();
+    let samples = std::mem::take(&mut *recorder.0.lock().unwrap());
     assert!(samples.iter().all(|(call, _)| *call == 1));
     let video: Vec<(&bytes::Bytes, bool)> = samples
         .iter()
@@ -159,6 +159,5 @@ async fn a_media_tap_gets_the_calls_encoded_media() {
         count(|s| matches!(s, Tapped::ViewerAudio { .. })) > 25,
         "the viewer's voice"
     );
-    drop(samples);
     bell.stop().await;
 }

@@ -36,7 +36,7 @@ use super::protocol::Message;
 use super::socketio::{self, SioPacket};
 use super::tls::{Tls, TrustSettings};
 use super::transport::{self, Dialer, Endpoint, Kind, Opened, TransportError};
-use super::{Signaling, SignalingError, SignalingEvent};
+use super::{ConnectError, Signaling, SignalingError, SignalingEvent};
 use crate::backoff::Backoff;
 
 /// Which Engine.IO protocol to speak (`signaling.engine_io`: `"auto"`, `"3"`
@@ -236,24 +236,6 @@ impl Connection {
             trust: dialer.tls.as_ref().map(|t| t.describe()),
         }
     }
-}
-
-/// Why no connection could be made.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
-    /// Trying anything else cannot help (a TLS refusal, nobody listening).
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// The server refused every Engine.IO version asked for.
-    #[error("the server refuses Engine.IO {versions}{}: {error}", if *.fixed { " (signaling.engine_io is set; \"auto\" tries both)" } else { "" })]
-    Refused {
-        versions: String,
-        fixed: bool,
-        error: TransportError,
-    },
-    /// Every attempt failed, each for its reason.
-    #[error("{}", .0.join("; "))]
-    Failed(Vec<String>),
 }
 
 /// Tries the versions (and transports) in turn until one connects.

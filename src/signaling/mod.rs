@@ -28,6 +28,7 @@ use base64::Engine;
 use futures_util::future::BoxFuture;
 
 use protocol::Message;
+use transport::TransportError;
 
 /// What the signaling connection reports to the call loop.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +66,25 @@ pub enum SignalingError {
     Settings(String),
     /// The server could not be reached or refused us, with the cause.
     #[error(transparent)]
-    Unreachable(#[from] client::ConnectError),
+    Unreachable(#[from] ConnectError),
+}
+
+/// Why no connection could be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// Trying anything else cannot help (a TLS refusal, nobody listening).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server refused every Engine.IO version asked for.
+    #[error("the server refuses Engine.IO {versions}{}: {error}", if *.fixed { " (signaling.engine_io is set; \"auto\" tries both)" } else { "" })]
+    Refused {
+        versions: String,
+        fixed: bool,
+        error: TransportError,
+    },
+    /// Every attempt failed, each for its reason.
+    #[error("{}", .0.join("; "))]
+    Failed(Vec<String>),
 }
 
 /// Sends messages. Incoming ones arrive as [`SignalingEvent`]s on the channel
