@@ -4,9 +4,10 @@
 //! [`AnswerPeer`] is the doorbell's side: given the viewer's complete offer it
 //! builds a connection with H.264 and Opus only, answers without trickle (ICE
 //! gathering waited for, but capped), sends the camera and microphone, and
-//! hands the viewer's audio packets to the playout. [`ViewerPeer`] is the
-//! browser's side (receive-only video, send-receive audio, VP8 listed before
-//! H.264 like Chromium does), used by the tests, the benchmark and self-checks.
+//! hands the viewer's audio packets to the playout. `viewer::ViewerPeer`
+//! (feature `testkit`) is the browser's side (receive-only video, send-receive
+//! audio, VP8 listed before H.264 like Chromium does), used by the tests and
+//! the benchmark; [`ice`] holds the STUN and TURN servers.
 //!
 //! webrtc-rs callbacks only forward into bounded channels and counters; they
 //! never block. Its `on_track` runs while the library holds a lock, so the read
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports};
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
 use webrtc::dtls_transport::dtls_role::DTLSRole;
@@ -173,10 +174,11 @@ pub(crate) fn opus_codec() -> RTCRtpCodecParameters {
     }
 }
 
+#[cfg(feature = "testkit")]
 pub(crate) fn vp8_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         capability: RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_VP8.to_owned(),
+            mime_type: webrtc::api::media_engine::MIME_TYPE_VP8.to_owned(),
             clock_rate: 90_000,
             channels: 0,
             sdp_fmtp_line: String::new(),
