@@ -10,8 +10,9 @@
 //! 1. **Vocabulary** (leaves, no IO): [`spec`] (what the config names:
 //!    sources, pins, sounds, durations), the call's words
 //!    ([`call::command`], [`call::event`], [`call::peer_state`]), the
-//!    signaling messages ([`signaling::protocol`]), [`sdp`], [`backoff`], and
-//!    the media traits and frames ([`media`]).
+//!    signaling messages ([`signaling::protocol`]), [`sdp`], [`backoff`],
+//!    [`redact`] (the secrets no log line may carry), and the media traits
+//!    and frames ([`media`]).
 //! 2. **Pure cores**: the call state machine ([`call::machine`]), the button
 //!    debouncer, camera format negotiation and conversion, the server's room
 //!    rules, the Engine.IO and Socket.IO codecs.
@@ -46,6 +47,7 @@ pub mod history;
 pub mod media;
 pub mod notify;
 pub mod peer;
+pub mod redact;
 pub mod sdp;
 pub mod server;
 pub mod signaling;

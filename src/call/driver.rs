@@ -22,7 +22,7 @@ use crate::media::tap::{CallTap, MediaTap};
 use crate::media::MediaOpener;
 use crate::notify::{Notifier, NotifyError, Ring};
 use crate::peer::PeerSettings;
-use crate::signaling::protocol::{IceCandidate, Message};
+use crate::signaling::protocol::{room_tag, IceCandidate, Message};
 use crate::signaling::{random_room, Signaling, SignalingEvent};
 
 /// Everything the call loop needs from outside.
@@ -210,8 +210,13 @@ impl Loop {
     fn command(&mut self, command: Command) {
         match command {
             Command::Ring { reply } => {
-                let actions = match random_room() {
-                    Ok(room) => self.feed(Input::Press { room }),
+                let (room, actions) = match random_room() {
+                    Ok(room) => {
+                        // Live until its call ends: no log line may hold it.
+                        crate::redact::add(&room);
+                        let actions = self.feed(Input::Press { room: room.clone() });
+                        (room, actions)
+                    }
                     Err(e) => {
                         tracing::error!(
                             "the operating system's random source failed: {e}; cannot make a room"
@@ -225,7 +230,17 @@ impl Loop {
                     }
                 };
                 let outcome = describe_press(&actions);
-                tracing::info!("button pressed: {outcome}");
+                let rang = outcome.is_ringing() && self.machine.room() == Some(room.as_str());
+                match &outcome {
+                    RingReply::Ringing { room } => {
+                        tracing::info!("button pressed: ringing (room {})", room_tag(room))
+                    }
+                    other => tracing::info!("button pressed: {other}"),
+                }
+                if !rang {
+                    // The name was not used (busy, failed at once).
+                    crate::redact::remove(&room);
+                }
                 if let Some(r) = reply {
                     let _ = r.send(outcome);
                 }
@@ -394,6 +409,9 @@ impl Loop {
                 if event.kind == EventKind::Ringing {
                     self.calls = event.call;
                 }
+                if matches!(event.kind, EventKind::Ended { .. }) {
+                    crate::redact::remove(&event.room);
+                }
                 log_event(&event);
                 let _ = self.events.send(CallEvent {
                     event,
@@ -407,15 +425,17 @@ impl Loop {
     }
 }
 
+/// One line per call event. The room appears only as its tag: logs outlive
+/// the call (the journal keeps them) and the whole name answers the ring.
 fn log_event(event: &Event) {
-    let (call, room) = (event.call, event.room.as_str());
+    let (call, room) = (event.call, room_tag(&event.room));
     match &event.kind {
-        EventKind::Error { what } => tracing::warn!(call, room, "{what}"),
+        EventKind::Error { what } => tracing::warn!(call, %room, "{what}"),
         EventKind::Ended { reason } => {
-            tracing::info!(call, room, reason = reason.as_str(), "call ended")
+            tracing::info!(call, %room, reason = reason.as_str(), "call ended")
         }
-        EventKind::Notified { .. } => tracing::info!(call, room, "owner notified"),
-        kind => tracing::info!(call, room, "{}", kind.name()),
+        EventKind::Notified { .. } => tracing::info!(call, %room, "owner notified"),
+        kind => tracing::info!(call, %room, "{}", kind.name()),
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::call::command::StateKind;
 use crate::call::event::{EndReason, Event, EventKind};
 use crate::call::peer_state::PeerState;
-use crate::signaling::protocol::{IceCandidate, Message, SessionDescription};
+use crate::signaling::protocol::{room_tag, IceCandidate, Message, SessionDescription};
 
 mod interface;
 pub use interface::{Action, Epoch, Input, MachineConfig, NotifyFailed, PressDuringCall, Timeouts};
@@ -378,7 +378,10 @@ impl CallMachine {
                 // Someone else owns this name: never stream into their room.
                 self.emit(
                     EventKind::Error {
-                        what: format!("room {room} already existed on the signaling server"),
+                        what: format!(
+                            "room {} already existed on the signaling server",
+                            room_tag(&room)
+                        ),
                     },
                     out,
                 );

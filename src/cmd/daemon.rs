@@ -54,6 +54,7 @@ pub async fn start(
     options: Options,
     cancel: CancellationToken,
 ) -> anyhow::Result<Doorbell> {
+    register_secrets(config);
     // The door's speaker, shared by the chime and the calls.
     let speaker = SpeakerLease::new();
     let media: Arc<dyn MediaOpener> = match options.media {
@@ -185,6 +186,7 @@ fn notifiers(
         let (token, from) = notify::secret::TokenSources::from_environment(t.token_file.as_deref())
             .load()
             .map_err(|e| error(e.to_string()))?;
+        crate::redact::add(token.expose());
         tracing::info!("telegram: bot token from {from}");
         let api = notify::telegram::api::Api::new(token, &t.api_url).map_err(error)?;
         let settle_frames = t.settle_frames as usize;
@@ -215,6 +217,29 @@ fn notifiers(
         notifiers.push(Arc::new(notify::webhook::WebhookNotifier::new(w)?));
     }
     Ok(notifiers)
+}
+
+/// What no log line may carry, whichever crate writes it: TURN credentials,
+/// webhook paths and queries (a Home Assistant webhook id is a password). The
+/// bot token is added where it is loaded.
+fn register_secrets(config: &Config) {
+    for server in &config.ice.servers {
+        crate::redact::add(&server.username);
+        crate::redact::add(&server.credential);
+    }
+    for w in &config.notify.webhook {
+        if let Ok(url) = url::Url::parse(&w.url) {
+            if url.path() != "/" {
+                crate::redact::add(url.path());
+            }
+            if let Some(q) = url.query() {
+                crate::redact::add(q);
+            }
+        }
+        for value in w.headers.values() {
+            crate::redact::add(value);
+        }
+    }
 }
 
 /// Prints every call event as a JSON line on standard output.

@@ -118,6 +118,24 @@ impl<S: Subscriber> Layer<S> for Benign {
     }
 }
 
+use crate::redact::scrub;
+
+/// Standard error, scrubbed. The fmt layer writes each event with one
+/// `write_all` of the formatted line, so a secret never straddles two writes.
+struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(scrub(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Logs to standard error. `RUST_LOG` wins over `level`.
 pub fn init(level: &str) {
     let filter = std::env::var("RUST_LOG")
@@ -128,7 +146,7 @@ pub fn init(level: &str) {
     // Under systemd the journal stamps each line; do not print a second time.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| ScrubbedStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let registry = tracing_subscriber::registry().with(benign).with(filter);

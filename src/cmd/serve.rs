@@ -19,12 +19,18 @@ pub struct Args {
     /// Most rooms open at once.
     #[arg(long, default_value_t = Limits::default().max_rooms)]
     pub max_rooms: usize,
+    /// Most rooms opened from one address that exist at once.
+    #[arg(long, default_value_t = Limits::default().max_rooms_per_address)]
+    pub max_rooms_per_address: usize,
     /// Most `join`s a client may send per minute.
     #[arg(long, default_value_t = Limits::default().joins_per_minute)]
     pub joins_per_minute: usize,
     /// Most clients connected at once.
     #[arg(long, default_value_t = 1000)]
     pub max_connections: usize,
+    /// Most connections from one address at a time.
+    #[arg(long, default_value_t = 20)]
+    pub max_connections_per_address: usize,
     /// Log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -73,9 +79,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = ServerSettings {
         limits: Limits {
             max_rooms: args.max_rooms,
+            max_rooms_per_address: args.max_rooms_per_address,
             joins_per_minute: args.joins_per_minute,
         },
         max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address,
         viewer_ice_servers,
     };
     let server = server::start(&args.listen, settings, cancel.clone()).await?;

@@ -7,28 +7,32 @@
 //! compiled into the binary, so it works with no internet access.
 //!
 //! Limits: request payloads (64 KiB of SDP plus framing), packets buffered per
-//! client, concurrent connections, rooms, and joins per client per minute.
+//! client, concurrent connections (in all and per address), rooms, and joins
+//! per client per minute. An abuser is refused and logged once a minute per
+//! address and limit (a flood must not flood the journal too); everyone else
+//! goes on.
 
 pub mod rooms;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use socketioxide::extract::{SocketRef, TryData};
-use socketioxide::socket::Sid;
+use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::peer::ice::IceServer;
-use crate::signaling::protocol::{valid_room, MAX_SDP_BYTES};
+use crate::signaling::protocol::{room_tag, valid_room, MAX_SDP_BYTES};
 use rooms::{JoinOutcome, Limits, RoomTable};
 
 /// Largest Engine.IO payload accepted (an SDP of [`MAX_SDP_BYTES`] plus JSON).
@@ -38,6 +42,9 @@ const MAX_PAYLOAD: u64 = MAX_SDP_BYTES as u64 + 16 * 1024;
 pub struct ServerSettings {
     pub limits: Limits,
     pub max_connections: usize,
+    /// Connections from one address at a time (a home behind one NAT address
+    /// needs a few: the doorbell, the owners' phones).
+    pub max_connections_per_address: usize,
     /// STUN/TURN servers the viewer page uses (served as `/config.json`).
     pub viewer_ice_servers: Vec<IceServer>,
 }
@@ -47,6 +54,7 @@ impl Default for ServerSettings {
         Self {
             limits: Limits::default(),
             max_connections: 1000,
+            max_connections_per_address: 20,
             viewer_ice_servers: IceServer::default_servers(),
         }
     }
@@ -68,7 +76,22 @@ struct Hub {
     table: Mutex<RoomTable<Sid>>,
     io: OnceLock<SocketIo>,
     connections: AtomicUsize,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// When each (address, limit) was last logged at warn level.
+    warned: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
     settings: ServerSettings,
+}
+
+/// How often one address is named in a warning for one limit.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The client's address, from the connection (axum's `ConnectInfo`).
+fn address_of(s: &SocketRef) -> IpAddr {
+    s.req_parts()
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 impl Hub {
@@ -88,21 +111,86 @@ impl Hub {
         }
     }
 
-    fn on_connect(&self, s: &SocketRef) -> bool {
+    /// Logs an abuse of `limit` by `addr`: at warn level once a minute per
+    /// address and limit, at debug level in between.
+    fn refused(&self, addr: IpAddr, limit: &'static str, what: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let due = warned
+            .get(&(addr, limit))
+            .is_none_or(|t| now.duration_since(*t) >= WARN_EVERY);
+        if due {
+            warned.insert((addr, limit), now);
+            // Bounded: forget addresses that have been quiet for a while.
+            if warned.len() > 10_000 {
+                warned.retain(|_, t| now.duration_since(*t) < WARN_EVERY);
+            }
+            tracing::warn!(%addr, limit, "refused: {what} (further refusals of this address for this limit are logged at debug level for a minute)");
+        } else {
+            tracing::debug!(%addr, limit, "refused: {what}");
+        }
+    }
+
+    /// Counts a new connection; false when it is over a limit.
+    fn on_connect(&self, s: &SocketRef, addr: IpAddr) -> bool {
         let n = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let from_addr = {
+            let mut per = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+            let c = per.entry(addr).or_insert(0);
+            *c += 1;
+            *c
+        };
         if n > self.settings.max_connections {
-            tracing::warn!(sid = %s.id, "refusing a connection: {n} open, the limit is {}", self.settings.max_connections);
+            self.refused(
+                addr,
+                "connections",
+                format_args!(
+                    "{n} connections open, the limit is {}",
+                    self.settings.max_connections
+                ),
+            );
             return false;
         }
-        tracing::debug!(sid = %s.id, connections = n, "client connected");
+        if from_addr > self.settings.max_connections_per_address {
+            self.refused(
+                addr,
+                "connections per address",
+                format_args!(
+                    "{from_addr} connections from this address, the limit is {}",
+                    self.settings.max_connections_per_address
+                ),
+            );
+            return false;
+        }
+        tracing::debug!(sid = %s.id, %addr, connections = n, "client connected");
         true
     }
 
-    fn on_disconnect(&self, s: &SocketRef) {
+    /// Undoes [`Hub::on_connect`]'s counting.
+    fn forget_connection(&self, addr: IpAddr) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
+        let mut per = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = per.get_mut(&addr) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                per.remove(&addr);
+            }
+        }
+    }
+
+    fn on_disconnect(&self, s: &SocketRef, reason: DisconnectReason) {
+        let addr = address_of(s);
+        self.forget_connection(addr);
+        if reason == DisconnectReason::PacketParsingError {
+            self.refused(
+                addr,
+                "malformed or oversized packets",
+                format_args!("dropped the connection: {reason}"),
+            );
+        }
         let room = self.table().room_of(&s.id).map(str::to_string);
         self.table().disconnect(&s.id);
-        tracing::debug!(sid = %s.id, ?room, "client disconnected");
+        tracing::debug!(sid = %s.id, room = ?room.as_deref().map(|r| room_tag(r).to_string()), "client disconnected");
     }
 
     fn on_join(&self, s: &SocketRef, arg: Option<Value>) {
@@ -113,25 +201,27 @@ impl Hub {
                 return;
             }
         };
-        let outcome = self.table().join(s.id, &room, Instant::now());
+        let outcome = self
+            .table()
+            .join(s.id, address_of(s), &room, Instant::now());
         let reply = |event: &str| self.emit_to(s.id, event, &json!(room));
         match outcome {
             JoinOutcome::Created => {
-                tracing::info!(sid = %s.id, room = %short(&room), "room created");
+                tracing::info!(sid = %s.id, room = %room_tag(&room), "room created");
                 reply("created");
             }
             JoinOutcome::Joined { other } => {
-                tracing::info!(sid = %s.id, room = %short(&room), "second member joined");
+                tracing::info!(sid = %s.id, room = %room_tag(&room), "second member joined");
                 reply("joined");
                 self.emit_to(other, "new_peer", &json!(room));
             }
             JoinOutcome::AlreadyIn { alone } => reply(if alone { "created" } else { "joined" }),
             JoinOutcome::Full => {
-                tracing::info!(sid = %s.id, room = %short(&room), "room full");
+                tracing::info!(sid = %s.id, room = %room_tag(&room), "room full");
                 reply("full");
             }
             JoinOutcome::Refused(why) => {
-                tracing::warn!(sid = %s.id, "join refused: {why}");
+                self.refused(address_of(s), why, format_args!("a join: {why}"));
                 reply("full");
             }
         }
@@ -141,7 +231,11 @@ impl Hub {
         let arg = arg.unwrap_or(Value::Null);
         let size = arg.to_string().len();
         if size > MAX_SDP_BYTES + 1024 {
-            tracing::warn!(sid = %s.id, event, size, "dropped an oversized message");
+            self.refused(
+                address_of(s),
+                "message size",
+                format_args!("dropped a {size}-byte {event} message"),
+            );
             return;
         }
         let others = self.table().others(&s.id);
@@ -157,7 +251,7 @@ impl Hub {
         let left = self.table().bye(&s.id);
         match left {
             Some((room, remaining)) => {
-                tracing::info!(sid = %s.id, room = %short(&room), "left the room");
+                tracing::info!(sid = %s.id, room = %room_tag(&room), "left the room");
                 // Relay the name the sender gave, as the original does; ours if none.
                 let arg = match arg {
                     Some(v @ Value::String(_)) => v,
@@ -173,10 +267,6 @@ impl Hub {
 }
 
 /// Room names are secrets: log only a prefix.
-fn short(room: &str) -> String {
-    room.chars().take(6).chain("…".chars()).collect()
-}
-
 fn describe(v: &Option<Value>) -> &'static str {
     match v {
         None | Some(Value::Null) => "none",
@@ -229,18 +319,25 @@ pub async fn start(
         table: Mutex::new(RoomTable::new(settings.limits)),
         io: OnceLock::new(),
         connections: AtomicUsize::new(0),
+        per_address: Mutex::new(HashMap::new()),
+        warned: Mutex::new(HashMap::new()),
         settings,
     });
+    // The same bound for long-polling bodies and WebSocket messages (the
+    // WebSocket default would be 64 MiB a message).
     let (layer, io) = SocketIo::builder()
         .max_payload(MAX_PAYLOAD)
+        .ws_max_message_size(MAX_PAYLOAD as usize)
+        .ws_max_frame_size(MAX_PAYLOAD as usize)
         .max_buffer_size(128)
         .build_layer();
     let _ = hub.io.set(io.clone());
     let ns_hub = hub.clone();
     io.ns("/", async move |s: SocketRef| {
         let hub = ns_hub.clone();
-        if !hub.on_connect(&s) {
-            hub.connections.fetch_sub(1, Ordering::AcqRel);
+        let addr = address_of(&s);
+        if !hub.on_connect(&s, addr) {
+            hub.forget_connection(addr);
             let _ = s.disconnect();
             return;
         }
@@ -259,7 +356,9 @@ pub async fn start(
             h.on_bye(&s, arg(d))
         });
         let h = hub.clone();
-        s.on_disconnect(async move |s: SocketRef| h.on_disconnect(&s));
+        s.on_disconnect(async move |s: SocketRef, reason: DisconnectReason| {
+            h.on_disconnect(&s, reason)
+        });
     });
     let app = Router::new()
         .route("/", get(page_index))
@@ -271,7 +370,11 @@ pub async fn start(
         .with_state(hub.clone())
         .layer(layer);
     tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(cancel.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!("signaling server stopped: {e}");
         }

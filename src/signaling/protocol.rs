@@ -176,7 +176,8 @@ impl Message {
 }
 
 impl fmt::Display for Message {
-    /// A log-friendly form: SDP bodies are summarised, not printed.
+    /// A log-friendly form: SDP bodies are summarised, not printed, and room
+    /// names are shortened (the name is the call's only secret).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Message::Invite(d) | Message::Ok(d) => {
@@ -184,10 +185,26 @@ impl fmt::Display for Message {
             }
             Message::IceCandidate(_) => f.write_str("ice_candidate"),
             _ => match self.argument() {
-                Value::String(s) => write!(f, "{} {s}", self.event()),
+                Value::String(s) => write!(f, "{} {}", self.event(), room_tag(&s)),
                 _ => f.write_str(self.event()),
             },
         }
+    }
+}
+
+/// A room name as logs show it: its first 6 characters and an ellipsis. The
+/// name is the call's only secret (whoever has it can answer the ring), so a
+/// log, which outlives the call in the journal, never holds it whole.
+pub struct RoomTag<'a>(&'a str);
+
+pub fn room_tag(room: &str) -> RoomTag<'_> {
+    RoomTag(room)
+}
+
+impl fmt::Display for RoomTag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let short: String = self.0.chars().take(6).collect();
+        write!(f, "{short}…")
     }
 }
 
@@ -493,6 +510,20 @@ mod tests {
             Message::parse("join", &[json!("r"), json!("extra")]).unwrap(),
             Message::Join("r".into())
         );
+    }
+
+    #[test]
+    fn display_never_prints_a_whole_room_name() {
+        let room = "AbCdEfGhIjKlMnOpQrStUv";
+        for m in [
+            Message::Join(room.into()),
+            Message::Created(room.into()),
+            Message::Bye(Some(room.into())),
+            Message::NewPeer(Some(room.into())),
+        ] {
+            let s = m.to_string();
+            assert!(!s.contains(room) && s.contains("AbCdEf…"), "{s}");
+        }
     }
 
     #[test]

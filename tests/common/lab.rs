@@ -426,7 +426,6 @@ impl Daemon {
     /// which the test sources, loopback ICE and a WAV speaker are added.
     pub fn start(config: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("doorbell.toml");
         let text = format!(
             "{config}\n\
              [ice]\nservers = []\ninclude_loopback = true\n\
@@ -437,12 +436,24 @@ impl Daemon {
              [notify]\nstdout = false\n",
             dir.path().join("call-{call}.wav").display()
         );
-        std::fs::write(&path, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_doorbell"))
+        Self::start_exactly(dir, &text, None)
+    }
+
+    /// Runs the binary with exactly `config` (written into `dir`), and
+    /// `RUST_LOG` when given.
+    pub fn start_exactly(dir: tempfile::TempDir, config: &str, rust_log: Option<&str>) -> Daemon {
+        let path = dir.path().join("doorbell.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_doorbell"));
+        command
             .args(["run", "--config"])
             .arg(&path)
             .args(["--events", "json"])
-            .env_remove("RUST_LOG")
+            .env_remove("RUST_LOG");
+        if let Some(level) = rust_log {
+            command.env("RUST_LOG", level);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

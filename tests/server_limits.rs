@@ -1,0 +1,287 @@
+//! Every limit of `doorbell serve` exceeded on purpose: too many connections
+//! from one address, a join flood, too many rooms from one address, an
+//! oversized message. Each time the abuser (connecting from 127.0.0.2 or
+//! .3: the whole 127/8 is this machine) is refused, the refusal is logged
+//! once, and a real ring from 127.0.0.1 at the same time works.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use doorbell::server::rooms::Limits;
+use doorbell::server::{self, ServerSettings};
+
+/// The server's log, captured (one subscriber for this test binary).
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,webrtc=warn,webrtc_ice=error,dtls=warn,webrtc_sctp=warn")
+            .with_ansi(false)
+            .with_writer(move || Writer(sink.clone()))
+            .try_init();
+        buffer
+    })
+    .clone()
+}
+
+struct Writer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_lines(needle: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A bare Socket.IO 5 client over WebSocket from a chosen loopback address.
+struct Raw {
+    ws: WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl Raw {
+    /// Connects from `from`; `None` when the server did not let it in.
+    async fn connect(server: SocketAddr, from: [u8; 4]) -> Option<Raw> {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from((from, 0)))
+            .expect("bind a loopback address");
+        let stream = socket.connect(server).await.ok()?;
+        let url = format!("ws://{server}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.ok()?;
+        let mut raw = Raw { ws };
+        let open = raw.next_text().await?;
+        assert!(open.starts_with('0'), "{open}");
+        raw.send("40").await;
+        // Let in: `40{"sid":...}`, and no disconnect right after.
+        let connect = raw.next_text().await?;
+        if !connect.starts_with("40") {
+            return None;
+        }
+        match tokio::time::timeout(Duration::from_millis(500), raw.next_text()).await {
+            Ok(Some(t)) if t.starts_with("41") => None,
+            Ok(None) => None,
+            _ => Some(raw),
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        let _ = self.ws.send(Ws::Text(text.to_string().into())).await;
+    }
+
+    /// The next text frame (pings answered), `None` when the connection ends.
+    async fn next_text(&mut self) -> Option<String> {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            match m {
+                Ws::Text(t) if t.as_str() == "2" => self.send("3").await,
+                Ws::Text(t) => return Some(t.to_string()),
+                Ws::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether the server ends the connection within `limit` (frames that
+    /// arrive meanwhile are skipped; pings answered).
+    async fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Ws::Close(_)))) => return true,
+                Ok(Some(Ok(Ws::Text(t)))) if t.as_str() == "2" => self.send("3").await,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Joins `room`; the server's answer (`created`, `joined`, `full`).
+    async fn join(&mut self, room: &str) -> String {
+        self.send(&format!("42[\"join\",\"{room}\"]")).await;
+        loop {
+            let t = self.next_text().await.expect("an answer to join");
+            for answer in ["created", "joined", "full"] {
+                if t.starts_with(&format!("42[\"{answer}\"")) {
+                    return answer.to_string();
+                }
+            }
+        }
+    }
+}
+
+async fn server_with(settings: ServerSettings) -> (SocketAddr, CancellationToken) {
+    let _ = logs();
+    let cancel = CancellationToken::new();
+    let s = server::start("127.0.0.1:0", settings, cancel.clone())
+        .await
+        .unwrap();
+    (s.addr, cancel)
+}
+
+/// A real ring from 127.0.0.1 through `addr`, answered by the test viewer.
+async fn a_real_ring_works(addr: SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}");
+    let mut bell = Bell::start(&loopback_config(&url, dir.path())).await;
+    bell.wait_connected().await;
+    assert!(bell.ring().await.starts_with("ringing "));
+    let (notified, _) = bell.until("notified").await;
+    let room = room_of(notified.to_json()["link"].as_str().unwrap());
+    let report = view_call(
+        &url,
+        &room,
+        20,
+        (320, 240),
+        Duration::from_millis(500),
+        1000.0,
+    )
+    .await;
+    assert!(report.decoded_frames >= 20, "{report:?}");
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "viewer_left");
+    bell.stop().await;
+}
+
+fn settings(limits: Limits, per_address: usize) -> ServerSettings {
+    ServerSettings {
+        limits,
+        max_connections_per_address: per_address,
+        viewer_ice_servers: vec![],
+        ..ServerSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_connections_from_one_address() {
+    let (addr, cancel) = server_with(settings(Limits::default(), 3)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            Raw::connect(addr, [127, 0, 0, 2])
+                .await
+                .expect("within the limit"),
+        );
+    }
+    for _ in 0..5 {
+        assert!(
+            Raw::connect(addr, [127, 0, 0, 2]).await.is_none(),
+            "a 4th connection from one address is refused"
+        );
+    }
+    a_real_ring_works(addr).await;
+    let warned = log_lines("limit=\"connections per address\"");
+    let warned: Vec<&String> = warned.iter().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warned.len(), 1, "logged once: {warned:#?}");
+    assert!(warned[0].contains("addr=127.0.0.2"), "{}", warned[0]);
+    drop(held);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_flood_is_refused() {
+    let limits = Limits {
+        joins_per_minute: 5,
+        ..Limits::default()
+    };
+    let (addr, cancel) = server_with(settings(limits, 20)).await;
+    let mut abuser = Raw::connect(addr, [127, 0, 0, 3]).await.unwrap();
+    let mut answers = Vec::new();
+    for n in 0..12 {
+        answers.push(abuser.join(&format!("guess-{n}")).await);
+    }
+    assert!(answers[..5].iter().all(|a| a == "created"), "{answers:?}");
+    assert!(answers[5..].iter().all(|a| a == "full"), "{answers:?}");
+    a_real_ring_works(addr).await;
+    let warned: Vec<String> = log_lines("too many joins from this client")
+        .into_iter()
+        .filter(|l| l.contains("WARN"))
+        .collect();
+    assert_eq!(warned.len(), 1, "logged once: {warned:#?}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_rooms_from_one_address() {
+    let limits = Limits {
+        max_rooms_per_address: 3,
+        ..Limits::default()
+    };
+    let (addr, cancel) = server_with(settings(limits, 20)).await;
+    let mut abusers = Vec::new();
+    let mut answers = Vec::new();
+    for n in 0..6 {
+        let mut c = Raw::connect(addr, [127, 0, 0, 4]).await.unwrap();
+        answers.push(c.join(&format!("squat-{n}")).await);
+        abusers.push(c);
+    }
+    assert_eq!(
+        answers,
+        ["created", "created", "created", "full", "full", "full"]
+    );
+    a_real_ring_works(addr).await;
+    let warned: Vec<String> = log_lines("too many rooms opened from this address")
+        .into_iter()
+        .filter(|l| l.contains("WARN"))
+        .collect();
+    assert_eq!(warned.len(), 1, "logged once: {warned:#?}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_refused() {
+    let (addr, cancel) = server_with(settings(Limits::default(), 20)).await;
+    // Two abusers in one room: one sends to the other.
+    let mut a = Raw::connect(addr, [127, 0, 0, 5]).await.unwrap();
+    let mut b = Raw::connect(addr, [127, 0, 0, 5]).await.unwrap();
+    assert_eq!(a.join("big").await, "created");
+    assert_eq!(b.join("big").await, "joined");
+    // Within the transport's limit but over the message limit: dropped.
+    let sdp = format!("v=0{}", "a".repeat(70 * 1024));
+    let offer = format!("42[\"invite\",{{\"type\":\"offer\",\"sdp\":\"{sdp}\"}}]");
+    a.send(&offer).await;
+    a.send(&offer).await;
+    // Over the transport's limit: the connection is dropped.
+    let huge = format!("42[\"invite\",\"{}\"]", "b".repeat(200 * 1024));
+    a.send(&huge).await;
+    let mut relayed = false;
+    while let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(1), b.next_text()).await {
+        relayed |= t.contains("invite");
+    }
+    assert!(!relayed, "nothing oversized reached the other member");
+    assert!(
+        a.closed_within(Duration::from_secs(3)).await,
+        "the sender of 200 KB was disconnected"
+    );
+    a_real_ring_works(addr).await;
+    let warned: Vec<String> = log_lines("dropped a")
+        .into_iter()
+        .filter(|l| l.contains("WARN") && l.contains("message size"))
+        .collect();
+    assert_eq!(warned.len(), 1, "logged once: {warned:#?}");
+    cancel.cancel();
+}
