@@ -498,6 +498,15 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Forgets the log so far (a long run would hold all of it).
+    pub fn clear_log(&self) {
+        self.log.lock().unwrap().clear();
+    }
+
     /// Waits until the log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
         let start = Instant::now();

@@ -1,0 +1,145 @@
+//! The soak: ring -> answer -> 2 s of talk -> hang-up, over and over, against
+//! the built-in server with the test viewer, and the doorbell process
+//! (the real binary) watched for leaks: resident memory, open file
+//! descriptors and threads, sampled along the way.
+//!
+//! CI runs 50 cycles; `scripts/soak N` runs N in release mode and plots them
+//! (`docs/reliability.md` has the 1000-cycle figures). `DOORBELL_SOAK_CYCLES`
+//! sets N, `DOORBELL_SOAK_CSV` a file for the samples.
+
+mod common;
+
+use common::lab::Daemon;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// One sample of the doorbell process.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    cycle: usize,
+    rss_kb: u64,
+    fds: usize,
+    threads: usize,
+}
+
+fn sample(pid: u32, cycle: usize) -> Sample {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Sample {
+        cycle,
+        rss_kb: field("VmRSS:"),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        threads: field("Threads:") as usize,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_answer_talk_hang_up_over_and_over() {
+    init_logs();
+    let cycles: usize = std::env::var("DOORBELL_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let every = (cycles / 10).clamp(5, 50);
+    let server = test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[signaling]\nurl = \"{}\"\n\
+         [ice]\nservers = []\ninclude_loopback = true\n\
+         [video]\nwidth = 320\nheight = 240\nfps = 30\nbitrate_kbps = 600\n\
+         [audio]\nmicrophone = \"tone:440\"\nspeaker = \"none\"\n\
+         [chime]\nsound = \"none\"\n\
+         [button]\nsources = [\"stdin\"]\n\
+         [control]\nenabled = false\n\
+         [notify]\nstdout = false\n",
+        server.url
+    );
+    let mut bell = Daemon::start_exactly(dir, &config, None);
+    bell.wait_log("connected to the signaling server").await;
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    for cycle in 1..=cycles {
+        bell.press();
+        let (notified, _) = bell.until("notified").await;
+        let room = room_of(notified["link"].as_str().unwrap());
+        let report = view_call(
+            &server.url,
+            &room,
+            30,
+            (320, 240),
+            Duration::from_secs(2),
+            1000.0,
+        )
+        .await;
+        let (ended, seen) = bell.until("ended").await;
+        let names = common::lab::event_names(&seen);
+        if report.decoded_frames < 30
+            || ended["reason"] != "viewer_left"
+            || !names.contains(&"connected".to_string())
+        {
+            failures.push(format!(
+                "cycle {cycle}: {} frames, ended {}, events {names:?}",
+                report.decoded_frames, ended["reason"]
+            ));
+        }
+        bell.clear_log();
+        if cycle == 1 || cycle % every == 0 {
+            // Let the teardown's threads finish before counting.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let s = sample(bell.pid(), cycle);
+            eprintln!(
+                "soak: cycle {cycle}: rss {} kB, {} fds, {} threads ({:.0} s)",
+                s.rss_kb,
+                s.fds,
+                s.threads,
+                started.elapsed().as_secs_f64()
+            );
+            samples.push(s);
+        }
+    }
+    assert!(bell.stop().success());
+    if let Ok(path) = std::env::var("DOORBELL_SOAK_CSV") {
+        let mut csv = String::from("cycle,rss_kb,fds,threads\n");
+        for s in &samples {
+            csv.push_str(&format!("{},{},{},{}\n", s.cycle, s.rss_kb, s.fds, s.threads));
+        }
+        std::fs::write(path, csv).unwrap();
+    }
+    assert!(failures.is_empty(), "failed cycles:\n{}", failures.join("\n"));
+    // Leaks: from the first sample after warm-up to the last. The first ten
+    // calls grow the heap to its working size (the allocator keeps an arena
+    // per thread that ever allocated: capture, encode, playout threads come
+    // and go with each call); after that it must stay flat.
+    let warm = (cycles / 10).max(10);
+    let from = samples
+        .iter()
+        .position(|s| s.cycle >= warm)
+        .unwrap_or(samples.len() - 1);
+    let base = samples[from];
+    let last = *samples.last().unwrap();
+    let drift_kb = last.rss_kb as i64 - base.rss_kb as i64;
+    eprintln!(
+        "soak: {cycles} cycles in {:.0} s; RSS {} -> {} kB ({drift_kb:+} kB), fds {} -> {}, threads {} -> {}",
+        started.elapsed().as_secs_f64(),
+        base.rss_kb,
+        last.rss_kb,
+        base.fds,
+        last.fds,
+        base.threads,
+        last.threads
+    );
+    assert!(drift_kb < 2048, "RSS drifted by {drift_kb} kB: {samples:?}");
+    let fds: Vec<usize> = samples[from..].iter().map(|s| s.fds).collect();
+    let threads: Vec<usize> = samples[from..].iter().map(|s| s.threads).collect();
+    let spread = |v: &[usize]| v.iter().max().unwrap_or(&0) - v.iter().min().unwrap_or(&0);
+    assert!(spread(&fds) <= 2, "open fds not flat: {samples:?}");
+    assert!(spread(&threads) <= 4, "threads not flat: {samples:?}");
+}
