@@ -35,7 +35,9 @@ fn sample(pid: u32, cycle: usize) -> Sample {
     Sample {
         cycle,
         rss_kb: field("VmRSS:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count(),
         threads: field("Threads:") as usize,
     }
 }
@@ -70,25 +72,34 @@ async fn ring_answer_talk_hang_up_over_and_over() {
         bell.press();
         let (notified, _) = bell.until("notified").await;
         let room = room_of(notified["link"].as_str().unwrap());
-        let report = view_call(
-            &server.url,
-            &room,
-            30,
-            (320, 240),
-            Duration::from_secs(2),
-            1000.0,
-        )
-        .await;
+        // The viewer runs as its own task: a cycle that fails (a panic in
+        // the viewer) is counted with its reason, and the soak goes on.
+        let url = server.url.clone();
+        let viewer = tokio::spawn(async move {
+            view_call(&url, &room, 30, (320, 240), Duration::from_secs(2), 1000.0).await
+        });
+        let report = viewer.await;
         let (ended, seen) = bell.until("ended").await;
         let names = common::lab::event_names(&seen);
-        if report.decoded_frames < 30
-            || ended["reason"] != "viewer_left"
-            || !names.contains(&"connected".to_string())
-        {
-            failures.push(format!(
-                "cycle {cycle}: {} frames, ended {}, events {names:?}",
-                report.decoded_frames, ended["reason"]
-            ));
+        let problem = match &report {
+            // A panic's text carries its message.
+            Err(e) => Some(format!("the viewer failed: {e}")),
+            Ok(r) if r.decoded_frames < 30 => Some(format!("{} frames", r.decoded_frames)),
+            Ok(_)
+                if ended["reason"] != "viewer_left"
+                    || !names.contains(&"connected".to_string()) =>
+            {
+                Some("the call did not go as it should".into())
+            }
+            Ok(_) => None,
+        };
+        if let Some(p) = problem {
+            let line = format!(
+                "cycle {cycle}: {p}; ended {}, events {names:?}",
+                ended["reason"]
+            );
+            eprintln!("soak: FAILED {line}");
+            failures.push(line);
         }
         bell.clear_log();
         if cycle == 1 || cycle % every == 0 {
@@ -109,11 +120,18 @@ async fn ring_answer_talk_hang_up_over_and_over() {
     if let Ok(path) = std::env::var("DOORBELL_SOAK_CSV") {
         let mut csv = String::from("cycle,rss_kb,fds,threads\n");
         for s in &samples {
-            csv.push_str(&format!("{},{},{},{}\n", s.cycle, s.rss_kb, s.fds, s.threads));
+            csv.push_str(&format!(
+                "{},{},{},{}\n",
+                s.cycle, s.rss_kb, s.fds, s.threads
+            ));
         }
         std::fs::write(path, csv).unwrap();
     }
-    assert!(failures.is_empty(), "failed cycles:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed cycles:\n{}",
+        failures.join("\n")
+    );
     // Leaks: from the first sample after warm-up to the last. The first ten
     // calls grow the heap to its working size (the allocator keeps an arena
     // per thread that ever allocated: capture, encode, playout threads come
