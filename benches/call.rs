@@ -211,6 +211,7 @@ async fn main() {
     let settings = PeerSettings {
         ice_servers: vec![],
         include_loopback: true,
+        ..Default::default()
     };
     // As the viewer page does: join, and on `joined` make the offer.
     let joined_at = Instant::now();

@@ -11,7 +11,8 @@ setup_deps() {
         # systemd: systemd-analyze checks the unit file.
         # openssl: the lab's certificate (tests/lab/make-cert.sh); npm: the
         # socket.io clients of the lab's page (only when no npm is there).
-        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd openssl)
+        # coturn: a real TURN server (tests/turn.rs).
+        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd openssl coturn)
         command -v npm >/dev/null 2>&1 || packages+=(npm)
     fi
     local missing=() p

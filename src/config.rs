@@ -165,6 +165,22 @@ pub struct IceConfig {
     /// Also offer 127.0.0.1 candidates (only useful when the viewer runs on
     /// the same machine, as in the demo).
     pub include_loopback: bool,
+    /// A TURN server that takes TURN REST credentials (coturn's
+    /// `use-auth-secret`): the doorbell mints a user name and password per
+    /// call from the shared secret, so no password that works forever is
+    /// stored anywhere.
+    #[serde(deserialize_with = "one_or_many")]
+    pub turn_urls: Vec<String>,
+    /// File holding the shared secret (mode 0600). Also taken from
+    /// `$DOORBELL_TURN_SECRET` or the systemd credential `turn-secret`.
+    pub turn_secret_file: Option<PathBuf>,
+    /// How long a minted credential is valid; at least `call.max_call`,
+    /// since the TURN server checks it on every refresh.
+    #[serde(with = "duration")]
+    pub turn_ttl: Duration,
+    /// Use relayed candidates only: media always goes through TURN, and the
+    /// viewer never learns the door's addresses.
+    pub relay_only: bool,
 }
 
 impl Default for IceConfig {
@@ -172,6 +188,10 @@ impl Default for IceConfig {
         Self {
             servers: IceServer::default_servers(),
             include_loopback: false,
+            turn_urls: Vec::new(),
+            turn_secret_file: None,
+            turn_ttl: Duration::from_secs(3600),
+            relay_only: false,
         }
     }
 }
@@ -513,6 +533,42 @@ impl Config {
         Ok(config)
     }
 
+    /// The TURN REST keys: which key is wrong and why.
+    fn check_turn(&self) -> Result<(), (&'static str, String)> {
+        let ice = &self.ice;
+        for url in &ice.turn_urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+                return Err((
+                    "ice.turn_urls",
+                    format!("{url:?} must start with turn: or turns:"),
+                ));
+            }
+        }
+        if !ice.turn_urls.is_empty() && ice.turn_ttl < self.call.max_call {
+            return Err((
+                "ice.turn_ttl",
+                format!(
+                    "{}s is shorter than call.max_call ({}s): the TURN server checks the \
+                     credential on every refresh, so a long call would lose its relay",
+                    ice.turn_ttl.as_secs(),
+                    self.call.max_call.as_secs()
+                ),
+            ));
+        }
+        let has_turn = !ice.turn_urls.is_empty()
+            || ice
+                .servers
+                .iter()
+                .any(|s| s.urls.iter().any(|u| u.starts_with("turn")));
+        if ice.relay_only && !has_turn {
+            return Err((
+                "ice.relay_only",
+                "needs a TURN server (ice.turn_urls, or a turn: URL in ice.servers)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks values that parse but make no sense. Opens nothing.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
@@ -595,6 +651,7 @@ impl Config {
                 }
             }
         }
+        self.check_turn().map_err(|(key, m)| invalid(key, m))?;
         let v = &self.video;
         VideoSpec::parse(&v.source).map_err(|e| invalid("video.source", e))?;
         if !(16..=1920).contains(&v.width)
@@ -791,6 +848,18 @@ mod tests {
     }
 
     #[test]
+    fn turn_rest_keys_parse() {
+        let c = parse(
+            "[ice]\nturn_urls = \"turn:127.0.0.1:3478\"\nturn_secret_file = \"/etc/doorbell/turn-secret\"\n\
+             turn_ttl = \"2h\"\nrelay_only = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.ice.turn_urls, ["turn:127.0.0.1:3478"]);
+        assert_eq!(c.ice.turn_ttl, Duration::from_secs(7200));
+        assert!(c.ice.relay_only);
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             ("[signaling]\nurl = \"ws://x\"", "signaling.url"),
@@ -804,6 +873,12 @@ mod tests {
                 "[[ice.servers]]\nurls = [\"turn:x:3478\"]",
                 "ice.servers.username",
             ),
+            ("[ice]\nturn_urls = \"stun:x\"", "ice.turn_urls"),
+            (
+                "[ice]\nturn_urls = \"turn:x\"\nturn_ttl = \"5m\"",
+                "ice.turn_ttl",
+            ),
+            ("[ice]\nrelay_only = true", "ice.relay_only"),
             ("[video]\nwidth = 641", "video.width"),
             ("[video]\nfps = 0", "video.fps"),
             ("[video]\nsource = \"webcam\"", "video.source"),
@@ -897,6 +972,7 @@ mod tests {
         config.signaling.ca_file = Some("x".into());
         config.control.socket = Some("x".into());
         config.notify.telegram.token_file = Some("x".into());
+        config.ice.turn_secret_file = Some("x".into());
         config.notify.webhook = vec![WebhookConfig::default()];
         let value = toml::Value::try_from(&config).unwrap();
         let mut missing = Vec::new();

@@ -11,7 +11,8 @@
 //!    sources, pins, sounds, durations), the call's words
 //!    ([`call::command`], [`call::event`], [`call::peer_state`]), the
 //!    signaling messages ([`signaling::protocol`]), [`sdp`], [`backoff`],
-//!    [`redact`] (the secrets no log line may carry), and the media traits
+//!    [`redact`] (the secrets no log line may carry), [`secret`] and
+//!    [`turn`] (secrets, and TURN credentials minted from one), and the media traits
 //!    and frames ([`media`]).
 //! 2. **Pure cores**: the call state machine ([`call::machine`]), the button
 //!    debouncer, camera format negotiation and conversion, the server's room
@@ -49,7 +50,9 @@ pub mod notify;
 pub mod peer;
 pub mod redact;
 pub mod sdp;
+pub mod secret;
 pub mod server;
 pub mod signaling;
 pub mod spec;
 pub mod systemd;
+pub mod turn;

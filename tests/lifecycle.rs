@@ -132,6 +132,7 @@ async fn systemd_sees_ready_watchdog_and_a_clean_stop_during_a_call() {
         &PeerSettings {
             ice_servers: vec![],
             include_loopback: true,
+            ..Default::default()
         },
         ViewerOptions::default(),
         Duration::from_secs(3),

@@ -27,6 +27,7 @@ fn settings() -> PeerSettings {
     PeerSettings {
         ice_servers: vec![],
         include_loopback: true,
+        ..Default::default()
     }
 }
 

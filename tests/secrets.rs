@@ -10,6 +10,7 @@ mod common;
 #[path = "common/fake_telegram.rs"]
 mod fake_telegram;
 
+use common::coturn::Coturn;
 use common::lab::Daemon;
 use common::*;
 use fake_telegram::FakeTelegram;
@@ -20,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TOKEN: &str = "654321:CANARY-BOT-TOKEN-zYx9";
 const TURN_USER: &str = "CANARY-TURN-USER";
 const TURN_PASS: &str = "CANARY-TURN-PASS";
+const TURN_SECRET: &str = "CANARY-TURN-REST-SECRET";
 const HOOK_PATH: &str = "/hook/CANARY-HOOK-PATH";
 const HOOK_QUERY: &str = "key=CANARY-HOOK-QUERY";
 const HOOK_HEADER: &str = "Bearer CANARY-HOOK-HEADER";
@@ -52,11 +54,17 @@ async fn a_whole_call_at_trace_level_logs_no_secret() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A real TURN server taking TURN REST credentials: the doorbell mints
+    // one for the call and really uses it.
+    let turn = Coturn::start(TURN_SECRET);
+    let turn_secret = dir.path().join("turn-secret");
+    std::fs::write(&turn_secret, TURN_SECRET).unwrap();
+    std::fs::set_permissions(&turn_secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = format!(
         "[signaling]\nurl = \"{url}\"\n\
          [[ice.servers]]\nurls = [\"turn:127.0.0.1:9?transport=udp\"]\n\
          username = \"{TURN_USER}\"\ncredential = \"{TURN_PASS}\"\n\
-         [ice]\ninclude_loopback = true\n\
+         [ice]\ninclude_loopback = true\nturn_urls = [\"{turn_url}\"]\nturn_secret_file = \"{turn_secret}\"\n\
          [video]\nwidth = 320\nheight = 240\n\
          [audio]\nmicrophone = \"tone:440\"\nspeaker = \"wav:{wav}\"\n\
          [button]\nsources = [\"stdin\"]\n\
@@ -70,6 +78,8 @@ async fn a_whole_call_at_trace_level_logs_no_secret() {
         wav = dir.path().join("call-{call}.wav").display(),
         token = token_file.display(),
         api = telegram.url,
+        turn_url = turn.url(),
+        turn_secret = turn_secret.display(),
     );
     let mut bell = Daemon::start_exactly(dir, &config, Some("trace"));
     bell.wait_log("connected to the signaling server").await;
@@ -111,7 +121,24 @@ async fn a_whole_call_at_trace_level_logs_no_secret() {
         assert!(log.contains(sign), "no {sign:?} in the trace log");
     }
     let token_secret = TOKEN.split_once(':').unwrap().1;
+    // The credential minted for the call, from the user name coturn saw.
+    let turn_log = turn.log();
+    let user = turn_log
+        .split("user <")
+        .filter_map(|r| r.split_once('>'))
+        .map(|(u, _)| u)
+        .find(|u| u.ends_with(":doorbell"))
+        .unwrap_or_else(|| panic!("the doorbell used its TURN server:\n{turn_log}"));
+    let expiry: u64 = user.split(':').next().unwrap().parse().unwrap();
+    let minted = doorbell::turn::mint_until(
+        &[],
+        &doorbell::secret::Secret::new(TURN_SECRET),
+        expiry,
+        "doorbell",
+    );
     for (what, secret) in [
+        ("the TURN REST secret", TURN_SECRET),
+        ("the minted TURN password", minted.credential.as_str()),
         ("the room name", room.as_str()),
         ("the bot token", token_secret),
         ("the TURN user name", TURN_USER),

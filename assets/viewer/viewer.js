@@ -14,7 +14,7 @@ const params = new URLSearchParams(location.search);
 const room = params.get("room");
 const GATHER_CAP_MS = 3000;
 
-const state = { name: "starting", pc: null, mic: null, ws: null, ended: false };
+const state = { name: "starting", pc: null, mic: null, ws: null, ended: false, iceServers: null };
 window.doorbell = state; // for tests and the curious
 
 function show(name, text, note) {
@@ -73,7 +73,10 @@ function gathered(pc) {
   });
 }
 
+// The server sends this viewer its STUN/TURN servers (TURN credentials
+// minted for it) just before "joined"; config.json has only the public ones.
 async function iceServers() {
+  if (state.iceServers) return state.iceServers;
   try {
     const r = await fetch("config.json", { cache: "no-store" });
     return (await r.json()).iceServers || [];
@@ -150,6 +153,9 @@ async function main() {
     switch (event) {
       case "connect":
         sio.emit("join", room);
+        break;
+      case "ice_servers":
+        if (arg && Array.isArray(arg.iceServers)) state.iceServers = arg.iceServers;
         break;
       case "joined":
         $("hangup").disabled = false;

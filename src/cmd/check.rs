@@ -81,8 +81,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut lines = vec![ok("config", format!("{} is valid", args.config.display()))];
     let settings = config.signaling.client_settings();
+    let ice = config.ice.clone();
     let devices = tokio::task::spawn_blocking(move || check_devices(&config));
     lines.push(check_signaling(&settings).await);
+    lines.extend(check_turn(&ice));
     lines.extend(devices.await?);
     print(&lines);
     let problems = lines
@@ -144,6 +146,34 @@ pub async fn check_signaling(settings: &ClientSettings) -> Line {
             "is the server running and reachable from here? (signaling.url; docs/install.md)",
         ),
     }
+}
+
+/// The TURN REST secret, when `ice.turn_urls` names a server.
+fn check_turn(ice: &crate::config::IceConfig) -> Option<Line> {
+    if ice.turn_urls.is_empty() {
+        return None;
+    }
+    Some(
+        match crate::turn::TurnRest::load(
+            &ice.turn_urls,
+            ice.turn_secret_file.as_deref(),
+            ice.turn_ttl,
+            "ice.turn_secret_file",
+        ) {
+            Ok((_, from)) => ok(
+                "turn",
+                format!(
+                    "secret from {from}; credentials minted per call, valid {}s",
+                    ice.turn_ttl.as_secs()
+                ),
+            ),
+            Err(e) => failed(
+                "turn",
+                e,
+                "put the TURN server's static-auth-secret in a file only the service user can read (docs/install.md, step 5)",
+            ),
+        },
+    )
 }
 
 /// Opens each configured device in turn. Blocking.
@@ -376,5 +406,32 @@ mod tests {
         config.chime.relay = "gpio:x".into();
         let line = check_relay(&config);
         assert!(matches!(line.outcome, Outcome::Failed { .. }), "{line:?}");
+    }
+
+    #[test]
+    fn the_turn_secret_is_checked_without_showing_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ice = crate::config::IceConfig {
+            turn_urls: vec!["turn:127.0.0.1:3478".into()],
+            turn_secret_file: Some(dir.path().join("missing")),
+            ..Default::default()
+        };
+        let line = check_turn(&ice).unwrap();
+        assert!(
+            matches!(&line.outcome, Outcome::Failed { reason, .. } if reason.contains("missing")),
+            "{line:?}"
+        );
+        let path = dir.path().join("turn-secret");
+        std::fs::write(&path, "CHECKED-SECRET").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        ice.turn_secret_file = Some(path);
+        let line = check_turn(&ice).unwrap();
+        assert!(
+            matches!(&line.outcome, Outcome::Ok(s) if s.contains("turn-secret") && !s.contains("CHECKED")),
+            "{line:?}"
+        );
+        ice.turn_urls.clear();
+        assert!(check_turn(&ice).is_none());
     }
 }

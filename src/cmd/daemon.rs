@@ -123,6 +123,8 @@ pub async fn start(
         peer: PeerSettings {
             ice_servers: config.ice.servers.clone(),
             include_loopback: config.ice.include_loopback,
+            turn: turn_rest(config)?,
+            relay_only: config.ice.relay_only,
         },
         notifiers,
         commands: command_rx,
@@ -186,7 +188,7 @@ fn notifiers(
         let (token, from) = notify::secret::TokenSources::from_environment(t.token_file.as_deref())
             .load()
             .map_err(|e| error(e.to_string()))?;
-        crate::redact::add(token.expose());
+        register_token(token.expose());
         tracing::info!("telegram: bot token from {from}");
         let api = notify::telegram::api::Api::new(token, &t.api_url).map_err(error)?;
         let settle_frames = t.settle_frames as usize;
@@ -217,6 +219,35 @@ fn notifiers(
         notifiers.push(Arc::new(notify::webhook::WebhookNotifier::new(w)?));
     }
     Ok(notifiers)
+}
+
+/// The TURN server with TURN REST credentials, when `ice.turn_urls` names
+/// one, with its shared secret loaded (a secret for the log from now on).
+fn turn_rest(config: &Config) -> anyhow::Result<Option<Arc<crate::turn::TurnRest>>> {
+    let ice = &config.ice;
+    if ice.turn_urls.is_empty() {
+        return Ok(None);
+    }
+    let (turn, from) = crate::turn::TurnRest::load(
+        &ice.turn_urls,
+        ice.turn_secret_file.as_deref(),
+        ice.turn_ttl,
+        "ice.turn_secret_file",
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!("ice: TURN REST secret from {from}");
+    Ok(Some(Arc::new(turn)))
+}
+
+/// The bot token in every form a URL may carry it: whole, with the colon
+/// URL-encoded, and its key part alone (the number is the bot's public id).
+fn register_token(token: &str) {
+    crate::redact::add(token);
+    crate::redact::add(&token.replace(':', "%3A"));
+    crate::redact::add(&token.replace(':', "%3a"));
+    if let Some((_, key)) = token.split_once(':') {
+        crate::redact::add(key);
+    }
 }
 
 /// What no log line may carry, whichever crate writes it: TURN credentials,

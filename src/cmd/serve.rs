@@ -4,8 +4,10 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::{init_logging, shutdown_on_signals};
-use crate::peer::ice::IceServer;
 use crate::server::{self, rooms::Limits, ServerSettings};
+use crate::spec::ice::IceServer;
+use crate::turn::TurnRest;
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,9 +15,21 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// STUN/TURN URL for viewers (repeatable); `turn:` ones as
-    /// `turn:user:password@host:port`. Default: one public STUN server.
+    /// `turn:user:password@host:port` (the password shows in `ps`: prefer
+    /// --turn-url). Default: one public STUN server.
     #[arg(long = "ice-server", value_name = "URL")]
     pub ice_servers: Vec<String>,
+    /// A TURN server taking TURN REST credentials (coturn's
+    /// use-auth-secret), repeatable: each viewer of a live ring gets its own.
+    #[arg(long = "turn-url", value_name = "URL")]
+    pub turn_urls: Vec<String>,
+    /// File (mode 0600) with the TURN server's shared secret; also taken
+    /// from $DOORBELL_TURN_SECRET or the systemd credential `turn-secret`.
+    #[arg(long, value_name = "FILE")]
+    pub turn_secret_file: Option<std::path::PathBuf>,
+    /// How long a viewer's TURN credentials are valid.
+    #[arg(long, default_value = "1h", value_parser = crate::spec::duration::parse)]
+    pub turn_ttl: std::time::Duration,
     /// Most rooms open at once.
     #[arg(long, default_value_t = Limits::default().max_rooms)]
     pub max_rooms: usize,
@@ -63,6 +77,22 @@ pub fn parse_ice_server(url: &str) -> Result<IceServer, String> {
     }
 }
 
+/// The TURN REST server for viewers, with its secret loaded.
+fn viewer_turn(args: &Args) -> anyhow::Result<Option<Arc<TurnRest>>> {
+    if args.turn_urls.is_empty() {
+        return Ok(None);
+    }
+    let (turn, from) = TurnRest::load(
+        &args.turn_urls,
+        args.turn_secret_file.as_deref(),
+        args.turn_ttl,
+        "--turn-secret-file",
+    )
+    .map_err(|e| anyhow::anyhow!("--turn-url: {e}"))?;
+    tracing::info!("TURN REST secret from {from}");
+    Ok(Some(Arc::new(turn)))
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_logging(&args.log);
     let viewer_ice_servers = if args.ice_servers.is_empty() {
@@ -74,6 +104,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?
     };
+    for s in &viewer_ice_servers {
+        if !s.credential.is_empty() {
+            crate::redact::add(&s.credential);
+            tracing::warn!(
+                "a TURN password on the command line shows in `ps` to every user of this \
+                 machine; use --turn-url and --turn-secret-file (docs/security.md)"
+            );
+        }
+    }
+    let viewer_turn = viewer_turn(&args)?;
     let cancel = CancellationToken::new();
     shutdown_on_signals(cancel.clone());
     let settings = ServerSettings {
@@ -85,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
         max_connections_per_address: args.max_connections_per_address,
         viewer_ice_servers,
+        viewer_turn,
     };
     let server = server::start(&args.listen, settings, cancel.clone()).await?;
     eprintln!(

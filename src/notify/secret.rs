@@ -9,7 +9,6 @@
 //! HTTP client errors quote that URL, so every error text passes through
 //! [`redact`] before it is logged or returned.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The environment variable checked first.
@@ -17,66 +16,12 @@ pub const TOKEN_ENV: &str = "DOORBELL_TELEGRAM_TOKEN";
 /// The credential name under `$CREDENTIALS_DIRECTORY` (systemd
 /// `LoadCredential=telegram-token:/etc/doorbell/telegram-token`).
 pub const CREDENTIAL: &str = "telegram-token";
-/// What replaces the secret in text.
-pub const REDACTED: &str = "[redacted]";
+pub use crate::secret::REDACTED;
 
-/// A secret string whose `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub use crate::secret::Secret;
 
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// `text` with this secret removed (see [`redact`]).
-    pub fn redact(&self, text: &str) -> String {
-        redact(text, &self.0)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-/// Replaces every occurrence of `secret` in `text` by `[redacted]`: as is,
-/// URL-encoded (`:` as `%3A` or `%3a`), and, for a bot token, the part after
-/// the colon on its own (the number before it is the bot's public id).
-pub fn redact(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        return text.to_string();
-    }
-    let mut forms = vec![
-        secret.to_string(),
-        secret.replace(':', "%3A"),
-        secret.replace(':', "%3a"),
-    ];
-    if let Some((_, key)) = secret.split_once(':') {
-        if key.len() >= 8 {
-            forms.push(key.to_string());
-        }
-    }
-    let mut out = text.to_string();
-    for form in forms {
-        if out.contains(&form) {
-            out = out.replace(&form, REDACTED);
-        }
-    }
-    out
-}
+pub use crate::secret::redact;
+use crate::secret::SecretFileError;
 
 /// Why no token could be had. None of these messages contains the token.
 #[derive(Debug, thiserror::Error)]
@@ -153,23 +98,10 @@ impl TokenSources {
 }
 
 fn read_private(path: &Path) -> Result<Secret, TokenError> {
-    use std::os::unix::fs::PermissionsExt;
-    let unreadable = |source| TokenError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mode = std::fs::metadata(path)
-        .map_err(unreadable)?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(TokenError::Exposed {
-            path: path.to_path_buf(),
-            mode: mode & 0o7777,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
-    Ok(Secret::new(text.trim()))
+    crate::secret::read_private(path).map_err(|e| match e {
+        SecretFileError::Unreadable { path, source } => TokenError::Unreadable { path, source },
+        SecretFileError::Exposed { path, mode } => TokenError::Exposed { path, mode },
+    })
 }
 
 /// `123456789:AAE...`: digits, a colon, then at least 20 of `[A-Za-z0-9_-]`.

@@ -30,6 +30,7 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::policy::ice_transport_policy::RTCIceTransportPolicy;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -47,9 +48,8 @@ use crate::call::peer_state::PeerState;
 use crate::media::audio::{RemoteAudio, RemoteAudioInput};
 use crate::sdp;
 use crate::signaling::protocol::IceCandidate;
-pub use ice::IceServer;
+pub use crate::spec::ice::IceServer;
 
-pub mod ice;
 #[cfg(feature = "testkit")]
 pub mod viewer;
 
@@ -76,6 +76,37 @@ pub struct PeerSettings {
     pub ice_servers: Vec<IceServer>,
     /// Offer 127.0.0.1 candidates (same-machine viewers: the demo, tests).
     pub include_loopback: bool,
+    /// A TURN server with TURN REST credentials, minted per connection.
+    pub turn: Option<Arc<crate::turn::TurnRest>>,
+    /// Relay candidates only: every packet goes through TURN, and the
+    /// viewer never learns the door's address.
+    pub relay_only: bool,
+}
+
+/// The ICE servers of one connection: the configured ones, and a TURN
+/// server with credentials minted for it (registered as a secret until the
+/// connection closes).
+fn servers_for_connection(
+    settings: &PeerSettings,
+    tag: &str,
+) -> (Vec<IceServer>, Option<IceServer>) {
+    let mut servers = settings.ice_servers.clone();
+    let minted = settings
+        .turn
+        .as_ref()
+        .map(|t| t.mint(crate::turn::unix_now(), tag));
+    if let Some(m) = &minted {
+        crate::redact::add(&m.credential);
+        servers.push(m.clone());
+    }
+    (servers, minted)
+}
+
+/// Forgets a minted credential's secrecy once its connection is closed.
+fn forget_minted(minted: &Option<IceServer>) {
+    if let Some(m) = minted {
+        crate::redact::remove(&m.credential);
+    }
 }
 
 /// What the peer reports to the call.
@@ -196,7 +227,7 @@ pub(crate) async fn new_connection(
     settings: &PeerSettings,
     codecs: Vec<(RTCRtpCodecParameters, RTPCodecType)>,
     answering: bool,
-) -> Result<Arc<RTCPeerConnection>, PeerError> {
+) -> Result<(Arc<RTCPeerConnection>, Option<IceServer>), PeerError> {
     let mut media = MediaEngine::default();
     for (codec, kind) in codecs {
         media.register_codec(codec, kind).map_err(webrtc_err)?;
@@ -224,9 +255,10 @@ pub(crate) async fn new_connection(
         .with_interceptor_registry(registry)
         .with_setting_engine(engine)
         .build();
+    let (servers, minted) =
+        servers_for_connection(settings, if answering { "doorbell" } else { "viewer" });
     let config = RTCConfiguration {
-        ice_servers: settings
-            .ice_servers
+        ice_servers: servers
             .iter()
             .map(|s| RTCIceServer {
                 urls: s.urls.clone(),
@@ -234,11 +266,20 @@ pub(crate) async fn new_connection(
                 credential: s.credential.clone(),
             })
             .collect(),
+        ice_transport_policy: if settings.relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        },
         ..Default::default()
     };
-    Ok(Arc::new(
-        api.new_peer_connection(config).await.map_err(webrtc_err)?,
-    ))
+    match api.new_peer_connection(config).await {
+        Ok(pc) => Ok((Arc::new(pc), minted)),
+        Err(e) => {
+            forget_minted(&minted);
+            Err(webrtc_err(e))
+        }
+    }
 }
 
 pub(crate) fn forward_state(pc: &RTCPeerConnection, events: mpsc::Sender<PeerEvent>) {
@@ -339,6 +380,8 @@ async fn add_candidates(
 /// The doorbell's side of a call.
 pub struct AnswerPeer {
     pc: Arc<RTCPeerConnection>,
+    /// TURN credentials minted for this connection.
+    minted: Option<IceServer>,
     video: Option<Arc<TrackLocalStaticSample>>,
     audio: Option<Arc<TrackLocalStaticSample>>,
     inbound: Arc<AtomicU64>,
@@ -394,7 +437,7 @@ impl AnswerPeer {
         }
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| PeerError::BadOffer(e.to_string()))?;
-        let pc = new_connection(
+        let (pc, minted) = new_connection(
             settings,
             vec![
                 (h264_codec(), RTPCodecType::Video),
@@ -409,6 +452,7 @@ impl AnswerPeer {
             Ok(n) => Ok(Answer {
                 peer: AnswerPeer {
                     pc,
+                    minted,
                     video: n.video,
                     audio: n.audio,
                     inbound,
@@ -420,6 +464,7 @@ impl AnswerPeer {
             }),
             Err(e) => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+                forget_minted(&minted);
                 Err(e)
             }
         }
@@ -555,6 +600,7 @@ impl AnswerPeer {
         {
             tracing::warn!("closing the peer connection took more than 2 s; dropped");
         }
+        forget_minted(&self.minted);
     }
 }
 

@@ -94,7 +94,7 @@ impl ViewerPeer {
             codecs.push((vp8_codec(), RTPCodecType::Video));
         }
         codecs.push((opus_codec(), RTPCodecType::Audio));
-        let pc = new_connection(settings, codecs, false).await?;
+        let (pc, _minted) = new_connection(settings, codecs, false).await?;
         let (event_tx, events) = mpsc::channel(64);
         forward_state(&pc, event_tx);
         if options.send_video {

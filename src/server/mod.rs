@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::ice::IceServer;
 use crate::signaling::protocol::{room_tag, valid_room, MAX_SDP_BYTES};
+use crate::spec::ice::IceServer;
+use crate::turn::TurnRest;
 use rooms::{JoinOutcome, Limits, RoomTable};
 
 /// Largest Engine.IO payload accepted (an SDP of [`MAX_SDP_BYTES`] plus JSON).
@@ -45,8 +46,13 @@ pub struct ServerSettings {
     /// Connections from one address at a time (a home behind one NAT address
     /// needs a few: the doorbell, the owners' phones).
     pub max_connections_per_address: usize,
-    /// STUN/TURN servers the viewer page uses (served as `/config.json`).
+    /// STUN/TURN servers for viewers. Those without credentials are public
+    /// (`/config.json`); a TURN server's password goes only to a viewer that
+    /// joined a live room, in its `ice_servers` message.
     pub viewer_ice_servers: Vec<IceServer>,
+    /// A TURN server taking TURN REST credentials: each viewer that joins a
+    /// live room gets its own, valid for the server's TTL.
+    pub viewer_turn: Option<Arc<TurnRest>>,
 }
 
 impl Default for ServerSettings {
@@ -56,6 +62,7 @@ impl Default for ServerSettings {
             max_connections: 1000,
             max_connections_per_address: 20,
             viewer_ice_servers: IceServer::default_servers(),
+            viewer_turn: None,
         }
     }
 }
@@ -79,6 +86,9 @@ struct Hub {
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// When each (address, limit) was last logged at warn level.
     warned: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
+    /// TURN credentials minted for each connected viewer: secrets for the
+    /// log until the viewer is gone.
+    minted: Mutex<HashMap<Sid, String>>,
     settings: ServerSettings,
 }
 
@@ -190,6 +200,7 @@ impl Hub {
         }
         let room = self.table().room_of(&s.id).map(str::to_string);
         self.table().disconnect(&s.id);
+        self.forget_minted(&s.id);
         tracing::debug!(sid = %s.id, room = ?room.as_deref().map(|r| room_tag(r).to_string()), "client disconnected");
     }
 
@@ -212,10 +223,15 @@ impl Hub {
             }
             JoinOutcome::Joined { other } => {
                 tracing::info!(sid = %s.id, room = %room_tag(&room), "second member joined");
+                self.send_ice_servers(s.id);
                 reply("joined");
                 self.emit_to(other, "new_peer", &json!(room));
             }
-            JoinOutcome::AlreadyIn { alone } => reply(if alone { "created" } else { "joined" }),
+            JoinOutcome::AlreadyIn { alone: true } => reply("created"),
+            JoinOutcome::AlreadyIn { alone: false } => {
+                self.send_ice_servers(s.id);
+                reply("joined");
+            }
             JoinOutcome::Full => {
                 tracing::info!(sid = %s.id, room = %room_tag(&room), "room full");
                 reply("full");
@@ -224,6 +240,41 @@ impl Hub {
                 self.refused(address_of(s), why, format_args!("a join: {why}"));
                 reply("full");
             }
+        }
+    }
+
+    /// Gives a viewer that joined a live room its STUN/TURN servers, with
+    /// TURN REST credentials minted for it alone.
+    fn send_ice_servers(&self, viewer: Sid) {
+        let mut servers = self.settings.viewer_ice_servers.clone();
+        if let Some(turn) = &self.settings.viewer_turn {
+            let m = turn.mint(crate::turn::unix_now(), "viewer");
+            crate::redact::add(&m.credential);
+            let old = self
+                .minted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(viewer, m.credential.clone());
+            if let Some(old) = old {
+                crate::redact::remove(&old);
+            }
+            servers.push(m);
+        }
+        if servers.is_empty() {
+            return;
+        }
+        let m = crate::signaling::protocol::Message::IceServers(servers);
+        self.emit_to(viewer, m.event(), &m.argument());
+    }
+
+    fn forget_minted(&self, sid: &Sid) {
+        let gone = self
+            .minted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sid);
+        if let Some(c) = gone {
+            crate::redact::remove(&c);
         }
     }
 
@@ -321,6 +372,7 @@ pub async fn start(
         connections: AtomicUsize::new(0),
         per_address: Mutex::new(HashMap::new()),
         warned: Mutex::new(HashMap::new()),
+        minted: Mutex::new(HashMap::new()),
         settings,
     });
     // The same bound for long-polling bodies and WebSocket messages (the
@@ -422,19 +474,15 @@ async fn page_css() -> Response {
     asset(VIEWER_CSS, "text/css; charset=utf-8")
 }
 
+/// The public ICE servers: those without credentials. Anyone can fetch this,
+/// so a TURN password never appears here (see [`Hub::send_ice_servers`]).
 async fn page_config(State(hub): State<Arc<Hub>>) -> Response {
     let servers: Vec<Value> = hub
         .settings
         .viewer_ice_servers
         .iter()
-        .map(|s| {
-            let mut v = json!({ "urls": s.urls });
-            if !s.username.is_empty() {
-                v["username"] = json!(s.username);
-                v["credential"] = json!(s.credential);
-            }
-            v
-        })
+        .filter(|s| s.credential.is_empty())
+        .map(|s| json!({ "urls": s.urls }))
         .collect();
     let mut r = axum::Json(json!({ "iceServers": servers })).into_response();
     r.headers_mut()

@@ -8,6 +8,7 @@
 //! built-in server and the test viewer all agree on one definition and the
 //! malformed cases are unit-tested in one place.
 
+use crate::spec::ice::IceServer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -120,6 +121,11 @@ pub enum Message {
     IceCandidate(Option<IceCandidate>),
     /// client -> server, relayed: leave the room. The relayed copy may lack the name.
     Bye(Option<String>),
+    /// server -> a viewer that joined a live room (`doorbell serve` only):
+    /// the STUN/TURN servers for its peer connection, with TURN credentials
+    /// minted for it. Sent just before `joined`. Argument:
+    /// `{"iceServers": [{"urls": [...], "username": ..., "credential": ...}]}`.
+    IceServers(Vec<IceServer>),
 }
 
 impl Message {
@@ -135,6 +141,7 @@ impl Message {
             Message::Ok(_) => "ok",
             Message::IceCandidate(_) => "ice_candidate",
             Message::Bye(_) => "bye",
+            Message::IceServers(_) => "ice_servers",
         }
     }
 
@@ -154,6 +161,7 @@ impl Message {
                 serde_json::to_value(c).expect("a candidate always serialises")
             }
             Message::IceCandidate(None) => Value::Null,
+            Message::IceServers(servers) => serde_json::json!({ "iceServers": servers }),
         }
     }
 
@@ -170,6 +178,7 @@ impl Message {
             "invite" => Message::Invite(description_arg("invite", first, SdpType::Offer)?),
             "ok" => Message::Ok(description_arg("ok", first, SdpType::Answer)?),
             "ice_candidate" => Message::IceCandidate(candidate_arg(first)?),
+            "ice_servers" => Message::IceServers(ice_servers_arg(first)?),
             other => return Err(ProtocolError::UnknownEvent(truncate(other, 40))),
         })
     }
@@ -184,6 +193,7 @@ impl fmt::Display for Message {
                 write!(f, "{} ({} bytes of SDP)", self.event(), d.sdp.len())
             }
             Message::IceCandidate(_) => f.write_str("ice_candidate"),
+            Message::IceServers(s) => write!(f, "ice_servers ({} servers)", s.len()),
             _ => match self.argument() {
                 Value::String(s) => write!(f, "{} {}", self.event(), room_tag(&s)),
                 _ => f.write_str(self.event()),
@@ -222,6 +232,36 @@ fn room_arg(event: &'static str, v: Option<&Value>) -> Result<String, ProtocolEr
         Some(Value::String(_)) => Err(ProtocolError::BadRoom { event }),
         other => Err(bad_argument(event, "a room name string", other)),
     }
+}
+
+fn ice_servers_arg(v: Option<&Value>) -> Result<Vec<IceServer>, ProtocolError> {
+    let list = v
+        .and_then(|v| v.get("iceServers"))
+        .ok_or_else(|| bad_argument("ice_servers", "an {\"iceServers\": [...]} object", v))?;
+    // Browsers accept one URL as a string; so do we.
+    let list: Vec<Value> = serde_json::from_value(list.clone()).unwrap_or_default();
+    let mut servers = Vec::new();
+    for item in list.iter().take(16) {
+        let urls = match item.get("urls") {
+            Some(Value::String(u)) => vec![u.clone()],
+            Some(u) => serde_json::from_value(u.clone()).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let text = |k: &str| {
+            item.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        if !urls.is_empty() {
+            servers.push(IceServer {
+                urls,
+                username: text("username"),
+                credential: text("credential"),
+            });
+        }
+    }
+    Ok(servers)
 }
 
 fn optional_room_arg(

@@ -25,6 +25,7 @@ use doorbell::signaling::tls::TrustSettings;
 use doorbell::signaling::{Signaling, SignalingEvent};
 
 pub mod cdp;
+pub mod coturn;
 pub mod lab;
 
 /// Every wait in these tests is bounded by this.
@@ -273,6 +274,9 @@ pub struct CallReport {
     pub answer_video_codecs: Vec<String>,
     pub doorbell_tone_hz: Option<f64>,
     pub room: String,
+    /// Candidate types in the viewer's offer and the doorbell's answer.
+    pub offer_candidates: Vec<String>,
+    pub answer_candidates: Vec<String>,
 }
 
 /// The room name at the end of a viewer link.
@@ -342,18 +346,80 @@ pub async fn view_call_trusting(
     tone_hz: f32,
     listen: Duration,
 ) -> CallReport {
+    view_call_as(
+        url,
+        room,
+        Viewing {
+            trust,
+            frames,
+            size,
+            talk,
+            tone_hz,
+            listen,
+            relay_only: false,
+        },
+    )
+    .await
+}
+
+/// How a test viewer takes a call.
+pub struct Viewing {
+    pub trust: TrustSettings,
+    /// Pictures to decode, and the size each must have.
+    pub frames: usize,
+    pub size: (usize, usize),
+    /// How long to talk (a tone of `tone_hz`), and to listen at least.
+    pub talk: Duration,
+    pub tone_hz: f32,
+    pub listen: Duration,
+    /// Relayed candidates only, through the TURN server the signaling
+    /// server hands out in `ice_servers`.
+    pub relay_only: bool,
+}
+
+/// The candidate types (`host`, `srflx`, `relay`) an SDP carries.
+pub fn candidate_types(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .filter_map(|l| l.split(" typ ").nth(1))
+        .filter_map(|t| t.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Joins `room` (taking the ICE servers the server gives), offers like
+/// Chromium (VP8 first), and runs the call as `v` says. Leaves with `bye`.
+pub async fn view_call_as(url: &str, room: &str, v: Viewing) -> CallReport {
+    let Viewing {
+        trust,
+        frames,
+        size,
+        talk,
+        tone_hz,
+        listen,
+        relay_only,
+    } = v;
     let listen_samples = (listen.as_secs_f64() * 48_000.0) as usize;
     let mut sig = ViewerSignaling::connect_trusting(url, trust).await;
     sig.send(Message::Join(room.to_string())).await;
+    let mut ice_servers = vec![];
+    let joined = loop {
+        match sig.next().await {
+            Message::IceServers(s) => ice_servers = s,
+            other => break other,
+        }
+    };
     assert_eq!(
-        sig.next().await,
+        joined,
         Message::Joined(room.to_string()),
         "the viewer is the second member"
     );
     let (viewer, mut streams, offer) = ViewerPeer::offer(
         &PeerSettings {
-            ice_servers: vec![],
+            ice_servers,
             include_loopback: true,
+            relay_only,
+            ..Default::default()
         },
         ViewerOptions::default(),
         Duration::from_secs(3),
@@ -370,7 +436,7 @@ pub async fn view_call_trusting(
         Some("VP8"),
         "offers VP8 first, like Chromium"
     );
-    sig.send(Message::Invite(SessionDescription::offer(offer)))
+    sig.send(Message::Invite(SessionDescription::offer(offer.clone())))
         .await;
     let answer = match sig.next().await {
         Message::Ok(d) => d.sdp,
@@ -381,6 +447,7 @@ pub async fn view_call_trusting(
         .filter(|s| s.kind == "video")
         .flat_map(|s| s.codecs.iter().map(|c| c.name.clone()))
         .collect();
+    let candidates = (candidate_types(&offer), candidate_types(&answer));
     viewer.accept(&answer).await.expect("answer accepted");
 
     // Talk: an Opus tone at the real-time pace.
@@ -453,6 +520,8 @@ pub async fn view_call_trusting(
         answer_video_codecs,
         doorbell_tone_hz: dominant_frequency(tail),
         room: room.to_string(),
+        offer_candidates: candidates.0,
+        answer_candidates: candidates.1,
     }
 }
 
