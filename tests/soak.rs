@@ -11,6 +11,7 @@ mod common;
 
 use common::lab::Daemon;
 use common::*;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// One sample of the doorbell process.
@@ -94,9 +95,11 @@ async fn ring_answer_talk_hang_up_over_and_over() {
             Ok(_) => None,
         };
         if let Some(p) = problem {
+            let errors: Vec<&Value> = seen.iter().filter(|e| e["event"] == "error").collect();
             let line = format!(
-                "cycle {cycle}: {p}; ended {}, events {names:?}",
-                ended["reason"]
+                "cycle {cycle}: {p}; ended {}, events {names:?}, errors {errors:?}\nthe doorbell's log of this cycle:\n{}",
+                ended["reason"],
+                bell.log()
             );
             eprintln!("soak: FAILED {line}");
             failures.push(line);

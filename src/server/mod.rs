@@ -21,6 +21,8 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use std::future::ready;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 use std::collections::HashMap;
@@ -186,6 +188,47 @@ impl Hub {
                 per.remove(&addr);
             }
         }
+    }
+
+    /// Lets a new socket in, or refuses it (over a connection limit: the
+    /// client gets a CONNECT error with the reason), and registers its
+    /// event handlers before the client is acknowledged.
+    ///
+    /// The handlers are plain closures that do their work and return a ready
+    /// future: socketioxide calls a handler as the packet is read, in order,
+    /// but runs the future it returns as a task of its own. Work done inside
+    /// an `async` block would run in whatever order the runtime picks: a
+    /// viewer's `bye` was seen after its disconnect, an `ice_candidate`
+    /// could overtake its `invite`.
+    fn admit(self: &Arc<Self>, s: &SocketRef) -> Result<(), &'static str> {
+        let addr = address_of(s);
+        if !self.on_connect(s, addr) {
+            self.forget_connection(addr);
+            return Err("too many connections");
+        }
+        let h = self.clone();
+        s.on("join", move |s: SocketRef, TryData::<Value>(d)| {
+            h.on_join(&s, arg(d));
+            ready(())
+        });
+        for event in ["invite", "ok", "ice_candidate"] {
+            let h = self.clone();
+            s.on(event, move |s: SocketRef, TryData::<Value>(d)| {
+                h.on_relay(&s, event, arg(d));
+                ready(())
+            });
+        }
+        let h = self.clone();
+        s.on("bye", move |s: SocketRef, TryData::<Value>(d)| {
+            h.on_bye(&s, arg(d));
+            ready(())
+        });
+        let h = self.clone();
+        s.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
+            h.on_disconnect(&s, reason);
+            ready(())
+        });
+        Ok(())
     }
 
     fn on_disconnect(&self, s: &SocketRef, reason: DisconnectReason) {
@@ -385,33 +428,20 @@ pub async fn start(
         .build_layer();
     let _ = hub.io.set(io.clone());
     let ns_hub = hub.clone();
-    io.ns("/", async move |s: SocketRef| {
-        let hub = ns_hub.clone();
-        let addr = address_of(&s);
-        if !hub.on_connect(&s, addr) {
-            hub.forget_connection(addr);
-            let _ = s.disconnect();
-            return;
-        }
-        let h = hub.clone();
-        s.on("join", async move |s: SocketRef, TryData::<Value>(d)| {
-            h.on_join(&s, arg(d))
-        });
-        for event in ["invite", "ok", "ice_candidate"] {
-            let h = hub.clone();
-            s.on(event, async move |s: SocketRef, TryData::<Value>(d)| {
-                h.on_relay(&s, event, arg(d))
-            });
-        }
-        let h = hub.clone();
-        s.on("bye", async move |s: SocketRef, TryData::<Value>(d)| {
-            h.on_bye(&s, arg(d))
-        });
-        let h = hub.clone();
-        s.on_disconnect(async move |s: SocketRef, reason: DisconnectReason| {
-            h.on_disconnect(&s, reason)
-        });
-    });
+    // Everything about a new socket happens in a connect *middleware*:
+    // socketioxide runs it before it acknowledges the client's CONNECT, while
+    // it spawns the connect handler as a task after the acknowledgement and
+    // drops every event that arrives before `on` registered its handler. A
+    // client emits `join` the moment it is acknowledged; with the handlers
+    // registered in the (async) handler, about one join in twenty was lost
+    // and its viewer waited for nothing.
+    io.ns(
+        "/",
+        (async |_: SocketRef| {}).with(move |s: SocketRef| {
+            let hub = ns_hub.clone();
+            async move { hub.admit(&s) }
+        }),
+    );
     let app = Router::new()
         .route("/", get(page_index))
         .route("/viewer.js", get(page_js))
