@@ -1,8 +1,9 @@
 //! The web viewer in a real browser: Debian's Chromium, headless, with fake
 //! camera and microphone devices, driven over the DevTools protocol. It opens
 //! the link a ring produced and shows, through `getStats()`, that H.264
-//! frames are decoded and that audio flows both ways; a second tab on the same
-//! link is told someone else answered; the hang-up button ends the call.
+//! frames are decoded and that audio flows both ways; the page reloads and
+//! gets back into the same call; a second tab on the same link is told
+//! someone else answered; the hang-up button ends the call.
 
 mod common;
 
@@ -78,6 +79,31 @@ async fn chromium_answers_the_door() {
         "{stats}"
     );
     assert_eq!(stats["audioCodec"], "audio/opus", "{stats}");
+
+    // The page reloads: it joins again holding its seat (sessionStorage
+    // survives a reload), offers again, and the same call goes on.
+    let reloaded = Instant::now();
+    page.call("Page.reload", serde_json::json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = loop {
+        let s = page.eval(STATS).await;
+        if s["state"] == "connected" && num(&s, "framesDecoded") >= 30.0 {
+            break s;
+        }
+        assert!(
+            reloaded.elapsed() < WAIT,
+            "the reloaded page did not get back into the call: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "browser: frames again {:?} after the reload ({stats})",
+        reloaded.elapsed()
+    );
+    let (_, seen) = bell.until("reconnected").await;
+    let seen = names(&seen);
+    assert!(seen.contains(&"viewer_joined"), "{seen:?}");
+    assert!(!seen.contains(&"ended"), "the call went on: {seen:?}");
 
     // A second viewer on the same link: someone else already answered.
     let mut second = browser

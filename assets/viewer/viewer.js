@@ -5,6 +5,13 @@
 // receive-only video and send-receive audio, and shows clear states. No
 // dependencies and nothing fetched from elsewhere: it works offline.
 //
+// Coming back: the page joins holding a seat, a random token kept in the
+// tab's sessionStorage. When the page reloads, or the phone moves from Wi-Fi
+// to mobile data and the connections die, it joins again with the same seat
+// and the server lets it back into the call (a second browser still gets
+// "full"); the doorbell hears a new viewer and answers a new offer. Only the
+// Hang up button says "bye": a page that goes away may be coming back.
+//
 // Query: ?room=NAME (required). &processing=off turns off echo cancellation,
 // noise suppression and gain control (measurements and tests only).
 "use strict";
@@ -13,8 +20,22 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const room = params.get("room");
 const GATHER_CAP_MS = 3000;
+// A media connection that stays "disconnected" this long is given up for a
+// new one (the browser itself waits much longer before "failed").
+const DISCONNECTED_MS = 2000;
+// How long the page keeps trying to get back into the call. The doorbell
+// waits `call.media_timeout` (10 s by default) and the server keeps the seat
+// 30 s: past that there is no call to come back to.
+const GIVE_UP_MS = 30000;
 
-const state = { name: "starting", pc: null, mic: null, ws: null, ended: false, iceServers: null };
+const state = {
+  name: "starting", pc: null, mic: null, ws: null, ended: false, iceServers: null,
+  seat: null,
+  sessions: 0,          // media sessions started (1 + times the page came back)
+  everConnected: false, // a media connection of this page was up once
+  lostSince: null,      // when the current attempt to come back began
+  retry: 0, retryTimer: null, disconnectTimer: null,
+};
 window.doorbell = state; // for tests and the curious
 
 function show(name, text, note) {
@@ -24,31 +45,47 @@ function show(name, text, note) {
   if (note !== undefined) $("note").textContent = note;
 }
 
+// A seat for this room in this tab: kept across reloads, never shared with
+// another tab or browser (sessionStorage is per tab).
+function seatFor(name) {
+  const key = "doorbell-seat:" + name;
+  let seat = null;
+  try { seat = sessionStorage.getItem(key); } catch (_) { /* storage off: a seat per page */ }
+  if (!seat || seat.length < 16) {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    seat = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    try { sessionStorage.setItem(key, seat); } catch (_) { /* as above */ }
+  }
+  return seat;
+}
+
 // --- Socket.IO v5 over a WebSocket, just what the room protocol needs ---
 function connectSignaling(onEvent, onClose) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}/socket.io/?EIO=4&transport=websocket`);
+  let closed = false;
   const sio = {
     ready: false,
     emit(event, arg) {
       if (ws.readyState === WebSocket.OPEN && sio.ready) ws.send("42" + JSON.stringify([event, arg]));
     },
-    close() { try { ws.close(); } catch (_) { /* already closed */ } },
+    close() { closed = true; try { ws.close(); } catch (_) { /* already closed */ } },
   };
+  const lost = () => { if (!closed) { closed = true; onClose(sio); } };
   ws.onmessage = (m) => {
     const data = String(m.data);
     if (data[0] === "0") ws.send("40");                  // Engine.IO open -> Socket.IO connect
     else if (data === "2") ws.send("3");                 // ping -> pong
-    else if (data.startsWith("40")) { sio.ready = true; onEvent("connect"); }
+    else if (data.startsWith("40")) { sio.ready = true; onEvent(sio, "connect"); }
     else if (data.startsWith("42")) {
       let msg;
       try { msg = JSON.parse(data.slice(2)); } catch (_) { return; }
-      if (Array.isArray(msg) && typeof msg[0] === "string") onEvent(msg[0], msg[1]);
-    } else if (data.startsWith("41") || data.startsWith("44")) onClose();
+      if (Array.isArray(msg) && typeof msg[0] === "string") onEvent(sio, msg[0], msg[1]);
+    } else if (data.startsWith("41") || data.startsWith("44")) lost();
   };
-  ws.onclose = onClose;
+  ws.onclose = lost;
   ws.onerror = () => {};
-  state.ws = sio;
   return sio;
 }
 
@@ -85,15 +122,27 @@ async function iceServers() {
   }
 }
 
+function closePeer() {
+  clearTimeout(state.disconnectTimer);
+  if (state.pc) {
+    const pc = state.pc;
+    state.pc = null;
+    pc.onconnectionstatechange = null;
+    pc.close();
+  }
+}
+
 function end(name, text, note) {
   if (state.ended) return;
   state.ended = true;
+  clearTimeout(state.retryTimer);
   show(name, text, note);
-  if (state.pc) state.pc.close();
+  closePeer();
   if (state.mic) state.mic.getTracks().forEach((t) => t.stop());
   $("mute").disabled = true;
   $("hangup").disabled = true;
-  if (state.ws) setTimeout(() => state.ws.close(), 200);
+  const ws = state.ws;
+  if (ws) setTimeout(() => ws.close(), 200);
 }
 
 function hangUp() {
@@ -102,9 +151,31 @@ function hangUp() {
   end("ended", "You hung up.", "");
 }
 
+// The connection to the server or to the door was lost: drop both and join
+// again with the seat, backing off, until it works or there is no call left.
+function comeBack() {
+  if (state.ended || state.retryTimer) return;
+  if (state.lostSince === null) state.lostSince = Date.now();
+  closePeer();
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close();
+  if (Date.now() - state.lostSince > GIVE_UP_MS) {
+    end("error", "Lost the connection to the door.", "Check your network; the visitor may ring again.");
+    return;
+  }
+  show("reconnecting", "Reconnecting…", "");
+  const delay = Math.min(4000, 250 * 2 ** state.retry);
+  state.retry += 1;
+  state.retryTimer = setTimeout(() => { state.retryTimer = null; startSignaling(); }, delay);
+}
+
 async function call(sio) {
+  closePeer();
   const pc = new RTCPeerConnection({ iceServers: await iceServers() });
+  if (state.ended || sio !== state.ws) { pc.close(); return; }
   state.pc = pc;
+  state.sessions += 1;
   pc.addTransceiver("video", { direction: "recvonly" });
   const track = state.mic && state.mic.getAudioTracks()[0];
   if (track) pc.addTransceiver(track, { direction: "sendrecv", streams: [state.mic] });
@@ -118,16 +189,75 @@ async function call(sio) {
     v.play().catch(() => { $("unmute").hidden = false; });
   };
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === "connected") {
-      show("connected", "Connected to the door", track ? "" : $("note").textContent);
-    } else if (pc.connectionState === "failed") {
-      end("error", "The connection to the door failed.", "The doorbell may be on a network your phone cannot reach (a TURN server helps).");
+    if (pc !== state.pc) return;
+    clearTimeout(state.disconnectTimer);
+    switch (pc.connectionState) {
+      case "connected":
+        state.everConnected = true;
+        state.lostSince = null;
+        state.retry = 0;
+        show("connected", "Connected to the door", track ? "" : $("note").textContent);
+        break;
+      case "disconnected":
+        state.disconnectTimer = setTimeout(comeBack, DISCONNECTED_MS);
+        break;
+      case "failed":
+        if (state.everConnected) comeBack();
+        else end("error", "The connection to the door failed.", "The doorbell may be on a network your phone cannot reach (a TURN server helps).");
+        break;
     }
   };
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
+  if (pc !== state.pc) return;
   sio.emit("invite", { type: pc.localDescription.type, sdp: pc.localDescription.sdp });
-  show("ringing", "Ringing the door…");
+  show(state.everConnected ? "reconnecting" : "ringing", state.everConnected ? "Reconnecting…" : "Ringing the door…");
+}
+
+async function onEvent(sio, event, arg) {
+  if (sio !== state.ws || state.ended) return; // an old connection's last words
+  switch (event) {
+    case "connect":
+      sio.emit("join", { room, seat: state.seat });
+      break;
+    case "ice_servers":
+      if (arg && Array.isArray(arg.iceServers)) state.iceServers = arg.iceServers;
+      break;
+    case "joined":
+      $("hangup").disabled = false;
+      try { await call(sio); } catch (e) { end("error", "Could not start the call.", String(e)); }
+      break;
+    case "created":
+      // We are first in the room: the doorbell is no longer there.
+      sio.emit("bye", room);
+      end("ended", state.everConnected ? "The call is over." : "This ring is over.",
+        state.everConnected ? "" : "The doorbell stopped waiting, or the link is old.");
+      break;
+    case "full":
+      end("full", "Someone else already answered.", "");
+      break;
+    case "ok":
+      if (state.pc && arg && arg.sdp) {
+        try {
+          await state.pc.setRemoteDescription(arg);
+          if (state.name !== "connected") show("answered", "Connecting to the door…");
+        } catch (e) {
+          end("error", "The doorbell's answer was not usable.", String(e));
+        }
+      }
+      break;
+    case "bye":
+      end("ended", "The doorbell hung up.", "");
+      break;
+  }
+}
+
+function startSignaling() {
+  state.ws = connectSignaling(onEvent, (sio) => {
+    if (sio !== state.ws || state.ended) return;
+    if (state.everConnected || state.pc) comeBack();
+    else end("error", "Lost the connection to the server.", "");
+  });
 }
 
 async function main() {
@@ -135,6 +265,7 @@ async function main() {
     show("error", "This link has no room.", "Open the link from the doorbell's message.");
     return;
   }
+  state.seat = seatFor(room);
   show("connecting", "Connecting…");
   $("hangup").onclick = hangUp;
   $("mute").onclick = () => {
@@ -145,47 +276,17 @@ async function main() {
     $("mute").textContent = t.enabled ? "Mute" : "Unmute";
   };
   $("unmute").onclick = () => { $("door").play(); $("unmute").hidden = true; };
-  window.addEventListener("pagehide", () => { if (!state.ended && state.ws) state.ws.emit("bye", room); });
+  // A new network (Wi-Fi to mobile data): if the media does not survive it,
+  // come back on the new one at once rather than after the browser notices.
+  const networkChanged = () => setTimeout(() => {
+    if (state.everConnected && !state.ended && (!state.pc || state.pc.connectionState !== "connected")) comeBack();
+  }, 1000);
+  window.addEventListener("online", networkChanged);
+  if (navigator.connection) navigator.connection.addEventListener("change", networkChanged);
 
   state.mic = await getMicrophone();
   $("mute").disabled = !state.mic;
-  const sio = connectSignaling(async (event, arg) => {
-    switch (event) {
-      case "connect":
-        sio.emit("join", room);
-        break;
-      case "ice_servers":
-        if (arg && Array.isArray(arg.iceServers)) state.iceServers = arg.iceServers;
-        break;
-      case "joined":
-        $("hangup").disabled = false;
-        try { await call(sio); } catch (e) { end("error", "Could not start the call.", String(e)); }
-        break;
-      case "created":
-        // We are first in the room: the doorbell is no longer there.
-        sio.emit("bye", room);
-        end("ended", "This ring is over.", "The doorbell stopped waiting, or the link is old.");
-        break;
-      case "full":
-        end("full", "Someone else already answered.", "");
-        break;
-      case "ok":
-        if (state.pc && arg && arg.sdp) {
-          try {
-            await state.pc.setRemoteDescription(arg);
-            show("answered", "Connecting to the door…");
-          } catch (e) {
-            end("error", "The doorbell's answer was not usable.", String(e));
-          }
-        }
-        break;
-      case "bye":
-        end("ended", "The doorbell hung up.", "");
-        break;
-    }
-  }, () => {
-    if (!state.ended && state.name !== "connected") end("error", "Lost the connection to the server.", "");
-  });
+  startSignaling();
 }
 
 main();

@@ -75,6 +75,9 @@ pub enum EventKind {
     ViewerJoined,
     Answered,
     Connected,
+    /// The viewer came back (page reloaded, phone changed networks) and a new
+    /// media connection is up: the same call goes on.
+    Reconnected,
     FirstMedia,
     Ended {
         reason: EndReason,
@@ -95,6 +98,7 @@ impl EventKind {
             EventKind::ViewerJoined => "viewer_joined",
             EventKind::Answered => "answered",
             EventKind::Connected => "connected",
+            EventKind::Reconnected => "reconnected",
             EventKind::FirstMedia => "first_media",
             EventKind::Ended { .. } => "ended",
             EventKind::Error { .. } => "error",

@@ -479,10 +479,12 @@ impl CallMachine {
         self.set_step(now, Some(self.config.timeouts.answer()));
     }
 
+    /// A new peer session of the same call: its own media timers, but the
+    /// call's length still counts from its first answer (a viewer does not
+    /// get a longer call by reloading).
     fn clear_call_timers(&mut self) {
         if let Some(c) = self.call.as_mut() {
             c.media_loss_deadline = None;
-            c.max_call_deadline = None;
             c.first_media_seen = false;
         }
     }
@@ -501,7 +503,6 @@ impl CallMachine {
     }
 
     fn on_peer(&mut self, now: Instant, state: PeerState, out: &mut Vec<Action>) {
-        let media = self.config.timeouts.media;
         match state {
             PeerState::Connected => {
                 let connected_before = self.state == (State::InCall { connected: true });
@@ -509,19 +510,26 @@ impl CallMachine {
                 self.set_step(now, None);
                 let c = self.call.as_mut().expect("in call has a call");
                 c.media_loss_deadline = None;
-                if !connected_before && !c.connected_once {
-                    c.connected_once = true;
-                    self.emit(EventKind::Connected, out);
+                if !connected_before {
+                    // Every peer session goes live when it connects: the first
+                    // of the call, and each one after the viewer came back.
+                    let kind = if c.connected_once {
+                        EventKind::Reconnected
+                    } else {
+                        c.connected_once = true;
+                        EventKind::Connected
+                    };
+                    self.emit(kind, out);
                     out.push(Action::StartMedia { epoch: self.epoch });
                 }
             }
-            PeerState::Disconnected => {
-                let c = self.call.as_mut().expect("in call has a call");
-                if c.step_deadline.is_none() {
-                    // The earlier of this and a stall already being timed.
-                    let due = now + media;
-                    c.media_loss_deadline = Some(c.media_loss_deadline.map_or(due, |d| d.min(due)));
-                }
+            // The viewer's side closed a connected session (its page went
+            // away: reloaded, or the phone changed networks and the browser
+            // gave the old connection up). It may come back into the same
+            // call: wait for it as for silence.
+            PeerState::Disconnected => self.await_viewer(now),
+            PeerState::Closed if self.state == (State::InCall { connected: true }) => {
+                self.await_viewer(now)
             }
             PeerState::Failed | PeerState::Closed => {
                 self.emit(
@@ -539,6 +547,18 @@ impl CallMachine {
                 );
                 self.end(now, EndReason::MediaFailed, out);
             }
+        }
+    }
+
+    /// The viewer's media went away: it has `call.media_timeout` to come
+    /// back (or its path to recover) before the call ends `media_lost`.
+    fn await_viewer(&mut self, now: Instant) {
+        let media = self.config.timeouts.media;
+        let c = self.call.as_mut().expect("in call has a call");
+        if c.step_deadline.is_none() {
+            // The earlier of this and a stall already being timed.
+            let due = now + media;
+            c.media_loss_deadline = Some(c.media_loss_deadline.map_or(due, |d| d.min(due)));
         }
     }
 

@@ -36,6 +36,11 @@ pub struct Args {
     /// Most rooms opened from one address that exist at once.
     #[arg(long, default_value_t = Limits::default().max_rooms_per_address)]
     pub max_rooms_per_address: usize,
+    /// How long a viewer whose connection dropped (page reload, phone
+    /// changing networks) keeps its place in the ring; at least the
+    /// doorbell's `call.media_timeout`.
+    #[arg(long, default_value = "30s", value_parser = crate::spec::duration::parse)]
+    pub rejoin_grace: std::time::Duration,
     /// Most `join`s a client may send per minute.
     #[arg(long, default_value_t = Limits::default().joins_per_minute)]
     pub joins_per_minute: usize,
@@ -121,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_rooms: args.max_rooms,
             max_rooms_per_address: args.max_rooms_per_address,
             joins_per_minute: args.joins_per_minute,
+            rejoin_grace: args.rejoin_grace,
         },
         max_connections: args.max_connections,
         max_connections_per_address: args.max_connections_per_address,

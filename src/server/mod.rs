@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::signaling::protocol::{room_tag, valid_room, MAX_SDP_BYTES};
+use crate::signaling::protocol::{room_tag, valid_room, valid_seat, MAX_SDP_BYTES};
 use crate::spec::ice::IceServer;
 use crate::turn::TurnRest;
 use rooms::{JoinOutcome, Limits, RoomTable};
@@ -231,7 +231,7 @@ impl Hub {
         Ok(())
     }
 
-    fn on_disconnect(&self, s: &SocketRef, reason: DisconnectReason) {
+    fn on_disconnect(self: &Arc<Self>, s: &SocketRef, reason: DisconnectReason) {
         let addr = address_of(s);
         self.forget_connection(addr);
         if reason == DisconnectReason::PacketParsingError {
@@ -242,22 +242,57 @@ impl Hub {
             );
         }
         let room = self.table().room_of(&s.id).map(str::to_string);
-        self.table().disconnect(&s.id);
+        let kept_until = self.table().disconnect(&s.id, Instant::now());
         self.forget_minted(&s.id);
-        tracing::debug!(sid = %s.id, room = ?room.as_deref().map(|r| room_tag(r).to_string()), "client disconnected");
+        let room = room.as_deref().map(|r| room_tag(r).to_string());
+        match kept_until {
+            Some(until) => {
+                tracing::info!(sid = %s.id, room = ?room, "viewer connection dropped; its seat is kept for a rejoin");
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(until.into()).await;
+                    hub.expire_seats();
+                });
+            }
+            None => tracing::debug!(sid = %s.id, room = ?room, "client disconnected"),
+        }
+    }
+
+    /// Seats whose grace is over are given up; the doorbell hears `bye`.
+    fn expire_seats(&self) {
+        let expired = self.table().expire(Instant::now());
+        for e in expired {
+            tracing::info!(room = %room_tag(&e.room), "a viewer did not come back in time; its seat is given up");
+            for other in e.remaining {
+                self.emit_to(other, "bye", &json!(e.room));
+            }
+        }
     }
 
     fn on_join(&self, s: &SocketRef, arg: Option<Value>) {
-        let room = match arg {
-            Some(Value::String(r)) if valid_room(&r) => r,
+        // A room name, or (our page) `{"room": NAME, "seat": TOKEN}`.
+        let (room, seat) = match arg {
+            Some(Value::Object(mut o)) => match (o.remove("room"), o.remove("seat")) {
+                (Some(Value::String(r)), Some(Value::String(seat)))
+                    if valid_room(&r) && valid_seat(&seat) =>
+                {
+                    (r, Some(seat))
+                }
+                (Some(Value::String(r)), None) if valid_room(&r) => (r, None),
+                _ => {
+                    tracing::info!(sid = %s.id, "ignored join with a bad room or seat");
+                    return;
+                }
+            },
+            Some(Value::String(r)) if valid_room(&r) => (r, None),
             other => {
                 tracing::info!(sid = %s.id, "ignored join with a bad room argument: {}", describe(&other));
                 return;
             }
         };
-        let outcome = self
-            .table()
-            .join(s.id, address_of(s), &room, Instant::now());
+        let outcome =
+            self.table()
+                .join(s.id, address_of(s), &room, seat.as_deref(), Instant::now());
         let reply = |event: &str| self.emit_to(s.id, event, &json!(room));
         match outcome {
             JoinOutcome::Created => {
@@ -269,6 +304,26 @@ impl Hub {
                 self.send_ice_servers(s.id);
                 reply("joined");
                 self.emit_to(other, "new_peer", &json!(room));
+            }
+            JoinOutcome::Rejoined { other, replaced } => {
+                tracing::info!(sid = %s.id, room = %room_tag(&room), "the viewer took its seat back");
+                if let Some(old) = replaced {
+                    // The old connection of this seat (a phone's previous
+                    // network) is silent, not gone: close it.
+                    self.forget_minted(&old);
+                    if let Some(socket) = self.io.get().and_then(|io| io.get_socket(old)) {
+                        let _ = socket.disconnect();
+                    }
+                }
+                match other {
+                    Some(other) => {
+                        self.send_ice_servers(s.id);
+                        reply("joined");
+                        self.emit_to(other, "new_peer", &json!(room));
+                    }
+                    // Nobody to call: the page sees the ring is over.
+                    None => reply("created"),
+                }
             }
             JoinOutcome::AlreadyIn { alone: true } => reply("created"),
             JoinOutcome::AlreadyIn { alone: false } => {
@@ -390,7 +445,7 @@ impl Server {
         self.hub.table().room_count()
     }
 
-    /// Number of members in `room`.
+    /// Number of members connected in `room`.
     pub fn members(&self, room: &str) -> usize {
         self.hub.table().members(room).len()
     }

@@ -103,6 +103,12 @@ impl SessionDescription {
 pub enum Message {
     /// client -> server: join (or create) a room.
     Join(String),
+    /// client -> server (`doorbell serve`, our page): join holding a seat, a
+    /// random token the viewer keeps for the call; with it, the viewer gets
+    /// back into the room after its connection dropped (page reload, another
+    /// network) while anyone else still gets `full`. Argument:
+    /// `{"room": ROOM, "seat": TOKEN}`.
+    JoinSeat { room: String, seat: String },
     /// server -> sender: the sender is the first member.
     Created(String),
     /// server -> sender: the sender is the second member.
@@ -132,7 +138,7 @@ impl Message {
     /// The Socket.IO event name.
     pub fn event(&self) -> &'static str {
         match self {
-            Message::Join(_) => "join",
+            Message::Join(_) | Message::JoinSeat { .. } => "join",
             Message::Created(_) => "created",
             Message::Joined(_) => "joined",
             Message::Full(_) => "full",
@@ -162,6 +168,7 @@ impl Message {
             }
             Message::IceCandidate(None) => Value::Null,
             Message::IceServers(servers) => serde_json::json!({ "iceServers": servers }),
+            Message::JoinSeat { room, seat } => serde_json::json!({ "room": room, "seat": seat }),
         }
     }
 
@@ -169,7 +176,21 @@ impl Message {
     pub fn parse(event: &str, args: &[Value]) -> Result<Message, ProtocolError> {
         let first = args.first();
         Ok(match event {
-            "join" => Message::Join(room_arg("join", first)?),
+            "join" => match first {
+                Some(Value::Object(o)) => {
+                    let room = room_arg("join", o.get("room"))?;
+                    match o.get("seat") {
+                        Some(Value::String(seat)) if valid_seat(seat) => Message::JoinSeat {
+                            room,
+                            seat: seat.clone(),
+                        },
+                        other => {
+                            return Err(bad_argument("join", "a seat of 16 to 128 characters", other))
+                        }
+                    }
+                }
+                _ => Message::Join(room_arg("join", first)?),
+            },
             "created" => Message::Created(room_arg("created", first)?),
             "joined" => Message::Joined(room_arg("joined", first)?),
             "full" => Message::Full(room_arg("full", first)?),
@@ -194,6 +215,8 @@ impl fmt::Display for Message {
             }
             Message::IceCandidate(_) => f.write_str("ice_candidate"),
             Message::IceServers(s) => write!(f, "ice_servers ({} servers)", s.len()),
+            // The seat is as secret as the room: it is never printed.
+            Message::JoinSeat { room, .. } => write!(f, "join {} (holding a seat)", room_tag(room)),
             _ => match self.argument() {
                 Value::String(s) => write!(f, "{} {}", self.event(), room_tag(&s)),
                 _ => f.write_str(self.event()),
@@ -224,6 +247,12 @@ impl fmt::Display for RoomTag<'_> {
 pub fn valid_room(name: &str) -> bool {
     let n = name.chars().count();
     (1..=MAX_ROOM_CHARS).contains(&n) && !name.chars().any(char::is_control)
+}
+
+/// Whether a seat token from the wire is acceptable: 16..=128 printable
+/// ASCII characters (our page sends 22 characters of URL-safe base64).
+pub fn valid_seat(seat: &str) -> bool {
+    (16..=128).contains(&seat.len()) && seat.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn room_arg(event: &'static str, v: Option<&Value>) -> Result<String, ProtocolError> {
@@ -397,6 +426,10 @@ mod tests {
     fn every_message_round_trips_through_the_wire_form() {
         let all = vec![
             Message::Join("r1".into()),
+            Message::JoinSeat {
+                room: "r1".into(),
+                seat: "s".repeat(22),
+            },
             Message::Created("r1".into()),
             Message::Joined("r1".into()),
             Message::Full("r1".into()),
@@ -439,6 +472,9 @@ mod tests {
             ("join", vec![json!(5)], "got a number"),
             ("join", vec![json!("")], "room name"),
             ("join", vec![json!("a\nb")], "control characters"),
+            ("join", vec![json!({"room": "r1"})], "seat"),
+            ("join", vec![json!({"room": "r1", "seat": "short"})], "seat"),
+            ("join", vec![json!({"seat": "s".repeat(22)})], "room name"),
             ("join", vec![json!("x".repeat(129))], "too long"),
             ("created", vec![json!({"room": "r"})], "got an object"),
             ("invite", vec![json!("v=0")], "got a string"),

@@ -27,6 +27,7 @@ use doorbell::signaling::{Signaling, SignalingEvent};
 pub mod cdp;
 pub mod coturn;
 pub mod lab;
+pub mod path;
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);

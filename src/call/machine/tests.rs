@@ -275,9 +275,10 @@ const TABLE: &[(&str, [&str; 8])] = &[
         "= | ignored", "= | ignored", "= | ignored", "= | ignored", "= | ignored",
         "ending:media_failed | error,send:bye,teardown", "ending:media_failed | error,send:bye,teardown",
         "= | ignored"]),
+    // Connected, the viewer's side closing is waited out like a disconnect.
     ("closed", [
         "= | ignored", "= | ignored", "= | ignored", "= | ignored", "= | ignored",
-        "ending:media_failed | error,send:bye,teardown", "ending:media_failed | error,send:bye,teardown",
+        "ending:media_failed | error,send:bye,teardown", "= | ",
         "= | ignored"]),
     ("media_stalled", [
         "= | ignored", "= | ignored", "= | ignored", "= | ignored",
@@ -679,9 +680,87 @@ fn viewer_reload_starts_a_new_peer_session_and_drops_the_old_ones_events() {
             state: PeerState::Connected,
         },
     );
-    assert_eq!(summary(&a), "", "connected is reported once per call");
+    assert_eq!(
+        summary(&a),
+        "reconnected,start_media",
+        "the new session goes live; `connected` is reported once per call"
+    );
     let a = m.handle(t, Input::FirstMedia { epoch: new });
     assert_eq!(summary(&a), "first_media");
+    // ICE of the new session wobbles and recovers: nothing to start again.
+    m.handle(
+        t,
+        Input::Peer {
+            epoch: new,
+            state: PeerState::Disconnected,
+        },
+    );
+    let a = m.handle(
+        t,
+        Input::Peer {
+            epoch: new,
+            state: PeerState::Connected,
+        },
+    );
+    assert_eq!(summary(&a), "");
+}
+
+#[test]
+fn a_viewer_whose_page_went_away_has_the_media_timeout_to_come_back() {
+    let media = config().timeouts.media;
+    // It does not come back: the call ends as for silence.
+    let (mut m, t) = machine_in("in_call+");
+    let a = m.handle(t, input_named("closed", &m));
+    assert_eq!(summary(&a), "");
+    assert_eq!(m.next_deadline(), Some(t + media));
+    let a = m.handle(t + media, Input::Tick);
+    assert_eq!(summary(&a), "error,send:bye,teardown");
+    assert_eq!(state_name(&m), "ending:media_lost");
+    // It comes back in time: the same call goes on with a new session.
+    let (mut m, t) = machine_in("in_call+");
+    m.handle(t, input_named("closed", &m));
+    let back = t + media - Duration::from_millis(1);
+    m.handle(back, Input::Signal(Message::NewPeer(Some(ROOM.into()))));
+    m.handle(back, Input::Signal(Message::Invite(offer())));
+    let new = m.epoch();
+    m.handle(
+        back,
+        Input::AnswerReady {
+            epoch: new,
+            answer: SessionDescription::answer("v=0"),
+        },
+    );
+    let a = m.handle(t + media, Input::Tick);
+    assert_eq!(summary(&a), "", "the old session's deadline went with it");
+    let a = m.handle(
+        back,
+        Input::Peer {
+            epoch: new,
+            state: PeerState::Connected,
+        },
+    );
+    assert_eq!(summary(&a), "reconnected,start_media");
+}
+
+#[test]
+fn coming_back_does_not_make_the_call_longer() {
+    let (mut m, t) = machine_in("in_call+");
+    let max_call = config().timeouts.max_call;
+    // The viewer comes back just before the call's end.
+    let later = t + max_call - Duration::from_secs(1);
+    m.handle(later, Input::Signal(Message::NewPeer(Some(ROOM.into()))));
+    m.handle(later, Input::Signal(Message::Invite(offer())));
+    let new = m.epoch();
+    m.handle(
+        later,
+        Input::AnswerReady {
+            epoch: new,
+            answer: SessionDescription::answer("v=0"),
+        },
+    );
+    let a = m.handle(t + max_call + Duration::from_millis(1), Input::Tick);
+    assert_eq!(summary(&a), "send:bye,teardown");
+    assert_eq!(state_name(&m), "ending:max_duration");
 }
 
 #[test]
