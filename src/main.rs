@@ -21,7 +21,7 @@ enum Command {
     /// Run the doorbell daemon.
     Run(cmd::run::Args),
     /// Run the signaling server and web viewer.
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// Everything on this PC: server, test-pattern camera, tone microphone, Enter as the button.
     Demo(cmd::demo::Args),
     /// Press the button of a running doorbell.
@@ -30,6 +30,8 @@ enum Command {
     Check(cmd::check::Args),
     /// List cameras, microphones, speakers and GPIO, with their config names.
     Devices(cmd::devices::Args),
+    /// Set the owner's password for `doorbell serve`'s pages (an Argon2 hash).
+    Passwd(cmd::passwd::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,11 +52,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(a) => cmd::run::run(a).await,
-            Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Serve(a) => cmd::serve::run(*a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Ring(a) => cmd::ring::run(a).await,
             Command::Check(a) => cmd::check::run(a).await,
             Command::Devices(a) => cmd::devices::run(a).await,
+            Command::Passwd(a) => cmd::passwd::run(a).await,
         }
     });
     // Calls are closed by now (media threads joined); what may linger is a

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod demo;
 pub mod devices;
 pub mod logging;
+pub mod passwd;
 pub mod ring;
 pub mod run;
 pub mod serve;

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::{init_logging, shutdown_on_signals};
-use crate::server::{self, rooms::Limits, ServerSettings};
+use crate::server::owner::{LoginLimits, PasswordHashString};
+use crate::server::{self, rooms::Limits, OwnerSettings, ServerSettings};
 use crate::spec::ice::IceServer;
 use crate::turn::TurnRest;
 use std::sync::Arc;
@@ -50,9 +51,52 @@ pub struct Args {
     /// Most connections from one address at a time.
     #[arg(long, default_value_t = 20)]
     pub max_connections_per_address: usize,
+    /// File (mode 0600) with the owner's password hash, made by `doorbell
+    /// passwd`; also taken from the systemd credential `owner-password`.
+    /// Without one, the owner pages (/login, /owner) are off.
+    #[arg(long, value_name = "FILE")]
+    pub owner_password_file: Option<std::path::PathBuf>,
+    /// How long an owner stays signed in.
+    #[arg(long, default_value = "12h", value_parser = crate::spec::duration::parse)]
+    pub owner_session_ttl: std::time::Duration,
+    /// Wrong owner passwords one address may send within
+    /// --owner-login-window before it is refused until the window passed.
+    #[arg(long, default_value_t = LoginLimits::default().failures)]
+    pub owner_login_failures: usize,
+    /// The window of --owner-login-failures.
+    #[arg(long, default_value = "15m", value_parser = crate::spec::duration::parse)]
+    pub owner_login_window: std::time::Duration,
     /// Log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub log: String,
+}
+
+/// Environment variable that may hold the owner's password hash.
+pub const OWNER_HASH_ENV: &str = "DOORBELL_OWNER_PASSWORD_HASH";
+
+/// The owner's password hash and login limits, if one is configured.
+fn owner(args: &Args) -> anyhow::Result<Option<OwnerSettings>> {
+    let Some((text, from)) = crate::secret::load(
+        OWNER_HASH_ENV,
+        args.owner_password_file.as_deref(),
+        "owner-password",
+    )
+    .map_err(|e| anyhow::anyhow!("--owner-password-file: {e}"))?
+    else {
+        tracing::info!("no owner password: the owner pages are off (doorbell passwd)");
+        return Ok(None);
+    };
+    let password = PasswordHashString::parse(text.expose())
+        .map_err(|e| anyhow::anyhow!("the owner password from {from}: {e}"))?;
+    tracing::info!("owner password hash from {from}");
+    Ok(Some(OwnerSettings {
+        password,
+        limits: LoginLimits {
+            failures: args.owner_login_failures.max(1),
+            window: args.owner_login_window,
+            session_ttl: args.owner_session_ttl,
+        },
+    }))
 }
 
 /// `turn:user:pass@host:3478` -> an ICE server with credentials.
@@ -119,6 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let viewer_turn = viewer_turn(&args)?;
+    let owner = owner(&args)?;
     let cancel = CancellationToken::new();
     shutdown_on_signals(cancel.clone());
     let settings = ServerSettings {
@@ -132,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_connections_per_address: args.max_connections_per_address,
         viewer_ice_servers,
         viewer_turn,
+        owner,
     };
     let server = server::start(&args.listen, settings, cancel.clone()).await?;
     eprintln!(

@@ -12,7 +12,10 @@
 //! address and limit (a flood must not flood the journal too); everyone else
 //! goes on.
 
+pub mod owner;
+mod owner_pages;
 pub mod rooms;
+mod web;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -29,7 +32,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +40,7 @@ use crate::signaling::protocol::{room_tag, valid_room, valid_seat, MAX_SDP_BYTES
 use crate::spec::ice::IceServer;
 use crate::turn::TurnRest;
 use rooms::{JoinOutcome, Limits, RoomTable};
+use web::{client_address, secure_headers, Refusals};
 
 /// Largest Engine.IO payload accepted (an SDP of [`MAX_SDP_BYTES`] plus JSON).
 const MAX_PAYLOAD: u64 = MAX_SDP_BYTES as u64 + 16 * 1024;
@@ -55,6 +59,15 @@ pub struct ServerSettings {
     /// A TURN server taking TURN REST credentials: each viewer that joins a
     /// live room gets its own, valid for the server's TTL.
     pub viewer_turn: Option<Arc<TurnRest>>,
+    /// The owner's password (its Argon2 hash) and login limits; `None`: the
+    /// owner pages are off.
+    pub owner: Option<OwnerSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OwnerSettings {
+    pub password: owner::PasswordHashString,
+    pub limits: owner::LoginLimits,
 }
 
 impl Default for ServerSettings {
@@ -65,6 +78,7 @@ impl Default for ServerSettings {
             max_connections_per_address: 20,
             viewer_ice_servers: IceServer::default_servers(),
             viewer_turn: None,
+            owner: None,
         }
     }
 }
@@ -87,24 +101,28 @@ struct Hub {
     connections: AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// When each (address, limit) was last logged at warn level.
-    warned: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
+    refusals: Arc<Refusals>,
     /// TURN credentials minted for each connected viewer: secrets for the
     /// log until the viewer is gone.
     minted: Mutex<HashMap<Sid, String>>,
     settings: ServerSettings,
 }
 
-/// How often one address is named in a warning for one limit.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// The client's address, from the connection (axum's `ConnectInfo`).
+/// The client's address, from the connection (axum's `ConnectInfo`) or, when
+/// the connection comes from a reverse proxy on this machine, the address
+/// that proxy appended to `X-Forwarded-For` (without this, every client of a
+/// proxied server would be one address to the per-address limits).
 fn address_of(s: &SocketRef) -> IpAddr {
-    s.req_parts()
+    let parts = s.req_parts();
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    client_address(peer, &parts.headers)
 }
+
 
 impl Hub {
     fn table(&self) -> std::sync::MutexGuard<'_, RoomTable<Sid>> {
@@ -123,24 +141,8 @@ impl Hub {
         }
     }
 
-    /// Logs an abuse of `limit` by `addr`: at warn level once a minute per
-    /// address and limit, at debug level in between.
     fn refused(&self, addr: IpAddr, limit: &'static str, what: std::fmt::Arguments<'_>) {
-        let now = Instant::now();
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        let due = warned
-            .get(&(addr, limit))
-            .is_none_or(|t| now.duration_since(*t) >= WARN_EVERY);
-        if due {
-            warned.insert((addr, limit), now);
-            // Bounded: forget addresses that have been quiet for a while.
-            if warned.len() > 10_000 {
-                warned.retain(|_, t| now.duration_since(*t) < WARN_EVERY);
-            }
-            tracing::warn!(%addr, limit, "refused: {what} (further refusals of this address for this limit are logged at debug level for a minute)");
-        } else {
-            tracing::debug!(%addr, limit, "refused: {what}");
-        }
+        self.refusals.refused(addr, limit, what);
     }
 
     /// Counts a new connection; false when it is over a limit.
@@ -469,7 +471,7 @@ pub async fn start(
         io: OnceLock::new(),
         connections: AtomicUsize::new(0),
         per_address: Mutex::new(HashMap::new()),
-        warned: Mutex::new(HashMap::new()),
+        refusals: Arc::new(Refusals::default()),
         minted: Mutex::new(HashMap::new()),
         settings,
     });
@@ -503,6 +505,22 @@ pub async fn start(
         .route("/viewer.css", get(page_css))
         .route("/config.json", get(page_config))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(owner_pages::router(owner_pages::Site {
+            owner: hub
+                .settings
+                .owner
+                .as_ref()
+                .map(|o| owner::Owner::new(o.password.clone(), o.limits)),
+            refusals: hub.refusals.clone(),
+            status: {
+                let hub = hub.clone();
+                Box::new(move || owner_pages::Status {
+                    rings: hub.table().room_count(),
+                    connections: hub.connections.load(Ordering::Acquire),
+                })
+            },
+            started: Instant::now(),
+        }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(hub.clone())
         .layer(layer);
@@ -526,26 +544,10 @@ const VIEWER_CSS: &str = include_str!("../../assets/viewer/viewer.css");
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut r = body.into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The room name is in the URL: never leak it in a Referer header.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-        ),
-    );
+    secure_headers(r.headers_mut(), content_type);
     r
 }
+
 
 async fn page_index() -> Response {
     asset(INDEX_HTML, "text/html; charset=utf-8")

@@ -1,0 +1,258 @@
+//! The owner's pages of `doorbell serve`: `/login`, `/owner`, `/logout`.
+//! Plain HTML forms, no script (the content security policy allows none
+//! inline); the session logic is in [`super::owner`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::owner::{cleared_cookie, session_cookie, token_in, Login, Owner};
+use super::web::{client_address, secure_headers, Refusals};
+
+/// What the owner's pages show of the server.
+pub struct Status {
+    pub rings: usize,
+    pub connections: usize,
+}
+
+/// The owner's pages' own state: the server gives it what they need.
+pub struct Site {
+    /// `None`: no owner password, the pages are off.
+    pub owner: Option<Owner>,
+    pub refusals: Arc<Refusals>,
+    pub status: Box<dyn Fn() -> Status + Send + Sync>,
+    pub started: Instant,
+}
+
+pub fn router<S: Clone + Send + Sync + 'static>(site: Site) -> Router<S> {
+    Router::new()
+        .route("/login", get(get_login).post(post_login))
+        .route("/owner", get(get_owner))
+        .route("/logout", post(post_logout))
+        .with_state(Arc::new(site))
+}
+
+/// A login form body is a few dozen bytes; anything much bigger is not one.
+const MAX_FORM_BYTES: usize = 4096;
+
+/// Whether the browser reached us over TLS: a reverse proxy on this machine
+/// says so (`X-Forwarded-Proto: https` or `Forwarded: proto=https`). Such a
+/// request gets `Secure` cookies; plain HTTP on a LAN address cannot keep
+/// them, so they are not marked there.
+fn over_tls(peer: IpAddr, headers: &HeaderMap) -> bool {
+    if !peer.is_loopback() {
+        return false;
+    }
+    let is = |name: header::HeaderName, f: &dyn Fn(&str) -> bool| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(f)
+    };
+    is(
+        header::HeaderName::from_static("x-forwarded-proto"),
+        &|v| v.trim().eq_ignore_ascii_case("https"),
+    ) || is(header::FORWARDED, &|v| {
+        v.split([';', ','])
+            .any(|p| p.trim().eq_ignore_ascii_case("proto=https"))
+    })
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"referrer\" content=\"no-referrer\">\n<title>{title}</title>\n\
+         <link rel=\"stylesheet\" href=\"viewer.css\">\n</head>\n<body>\n<main class=\"owner\">\n\
+         <h1>{title}</h1>\n{body}\n</main>\n</body>\n</html>\n"
+    );
+    let mut r = (status, html).into_response();
+    secure_headers(r.headers_mut(), "text/html; charset=utf-8");
+    r
+}
+
+fn redirect(to: &'static str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn with_cookie(mut r: Response, cookie: String) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn off() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Owner pages are off",
+        "<p>This server has no owner password. Make one with <code>doorbell passwd</code> \
+         and start <code>doorbell serve</code> with <code>--owner-password-file</code> \
+         (see docs/install.md).</p>",
+    )
+}
+
+const LOGIN_FORM: &str = "<form method=\"post\" action=\"login\">\n\
+    <label for=\"password\">Password</label>\n\
+    <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required autofocus>\n\
+    <button type=\"submit\">Sign in</button>\n</form>";
+
+fn login_form(status: StatusCode, note: &str) -> Response {
+    page(
+        status,
+        "Doorbell owner",
+        &format!("<p id=\"note\">{note}</p>\n{LOGIN_FORM}"),
+    )
+}
+
+/// Whether the request carries a live owner session.
+fn signed_in(site: &Site, headers: &HeaderMap) -> bool {
+    let Some(owner) = site.owner.as_ref() else {
+        return false;
+    };
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(token_in)
+        .any(|t| owner.session(t, Instant::now()))
+}
+
+async fn get_login(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+    if site.owner.is_none() {
+        return off();
+    }
+    if signed_in(&site, &headers) {
+        return redirect("owner");
+    }
+    login_form(StatusCode::OK, "")
+}
+
+async fn post_login(
+    State(site): State<Arc<Site>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(owner) = site.owner.as_ref() else {
+        return off();
+    };
+    let from = client_address(peer.ip(), &headers);
+    if body.len() > MAX_FORM_BYTES {
+        return login_form(StatusCode::PAYLOAD_TOO_LARGE, "That is not a login.");
+    }
+    let password = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    match owner.login(from, &password).await {
+        Login::Opened(token) => {
+            tracing::info!(addr = %from, "the owner signed in");
+            let cookie = session_cookie(
+                &token,
+                owner.limits().session_ttl,
+                over_tls(peer.ip(), &headers),
+            );
+            with_cookie(redirect("owner"), cookie)
+        }
+        Login::Wrong => {
+            tracing::info!(addr = %from, "a wrong owner password");
+            login_form(StatusCode::UNAUTHORIZED, "Wrong password.")
+        }
+        Login::Refused { retry_after } => {
+            site.refusals.refused(
+                from,
+                "owner logins",
+                format_args!(
+                    "{} wrong passwords within {} s",
+                    owner.limits().failures,
+                    owner.limits().window.as_secs()
+                ),
+            );
+            let minutes = retry_after.as_secs().div_ceil(60);
+            let mut r = login_form(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many wrong passwords from your address: try again in {minutes} min."),
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+    }
+}
+
+async fn get_owner(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+    if site.owner.is_none() {
+        return off();
+    }
+    if !signed_in(&site, &headers) {
+        return redirect("login");
+    }
+    let Status { rings, connections } = (site.status)();
+    let up = site.started.elapsed().as_secs();
+    page(
+        StatusCode::OK,
+        "Doorbell owner",
+        &format!(
+            "<p>Signed in.</p>\n<ul>\n<li>Rings open now: <span id=\"rings\">{rings}</span></li>\n\
+             <li>Connections: <span id=\"connections\">{connections}</span></li>\n\
+             <li>Server up for: {}h {:02}m</li>\n</ul>\n\
+             <form method=\"post\" action=\"logout\"><button type=\"submit\">Sign out</button></form>",
+            up / 3600,
+            (up / 60) % 60
+        ),
+    )
+}
+
+async fn post_logout(
+    State(site): State<Arc<Site>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(owner) = site.owner.as_ref() {
+        for t in headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(token_in)
+        {
+            owner.logout(t);
+        }
+    }
+    with_cookie(
+        redirect("login"),
+        cleared_cookie(over_tls(peer.ip(), &headers)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_believed_only_from_a_local_proxy() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "203.0.113.5".parse().unwrap();
+        assert!(over_tls(local, &h));
+        assert!(!over_tls(remote, &h), "anyone can send the header");
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=1.2.3.4;proto=https"));
+        assert!(over_tls(local, &h));
+        assert!(!over_tls(local, &HeaderMap::new()));
+    }
+}
