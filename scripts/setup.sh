@@ -33,4 +33,16 @@ setup_deps() {
         fi
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
+    if [ "${1:-}" = "--tests" ]; then
+        # The fuzzers (scripts/fuzz): cargo-fuzz and the nightly toolchain
+        # that libFuzzer's instrumentation needs.
+        if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+            echo "doorbell: installing the nightly Rust toolchain for the fuzzers" >&2
+            rustup toolchain install nightly --profile minimal
+        fi
+        if ! command -v cargo-fuzz >/dev/null 2>&1; then
+            echo "doorbell: installing cargo-fuzz" >&2
+            cargo install cargo-fuzz --locked
+        fi
+    fi
 }

@@ -22,7 +22,7 @@ use teloxide::payloads::setters::*;
 use teloxide::requests::Requester;
 use teloxide::types::{
     AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
-    LinkPreviewOptions, Message, MessageId, ReplyParameters, UpdateKind,
+    LinkPreviewOptions, Message, MessageId, ReplyParameters, Update, UpdateKind,
 };
 use teloxide::{ApiError as TgError, Bot, RequestError};
 
@@ -72,6 +72,31 @@ pub struct Incoming {
     pub text: Option<String>,
     /// When it was sent, Unix seconds.
     pub date: i64,
+}
+
+/// What the bot needs of an update.
+fn incoming(u: Update) -> Incoming {
+    match u.kind {
+        UpdateKind::Message(m) => Incoming {
+            update_id: u.id.0,
+            chat: Some(m.chat.id.0),
+            text: m.text().map(str::to_string),
+            date: m.date.timestamp(),
+        },
+        _ => Incoming {
+            update_id: u.id.0,
+            chat: None,
+            text: None,
+            date: 0,
+        },
+    }
+}
+
+/// The `result` array of a `getUpdates` answer, as the bot reads it (the
+/// fuzz target `telegram_updates` feeds it anything).
+pub fn parse_updates(json: &[u8]) -> Result<Vec<Incoming>, serde_json::Error> {
+    let updates: Vec<Update> = serde_json::from_slice(json)?;
+    Ok(updates.into_iter().map(incoming).collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -236,23 +261,7 @@ impl Api {
             .allowed_updates([AllowedUpdate::Message])
             .await
             .map_err(|e| self.error(e))?;
-        Ok(updates
-            .into_iter()
-            .map(|u| match u.kind {
-                UpdateKind::Message(m) => Incoming {
-                    update_id: u.id.0,
-                    chat: Some(m.chat.id.0),
-                    text: m.text().map(str::to_string),
-                    date: m.date.timestamp(),
-                },
-                _ => Incoming {
-                    update_id: u.id.0,
-                    chat: None,
-                    text: None,
-                    date: 0,
-                },
-            })
-            .collect())
+        Ok(updates.into_iter().map(incoming).collect())
     }
 
     /// Our error for a teloxide one: classified, explained, redacted, short.
