@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +105,8 @@ struct Hub {
     /// TURN credentials minted for each connected viewer: secrets for the
     /// log until the viewer is gone.
     minted: Mutex<HashMap<Sid, String>>,
+    /// Messages for sockets not yet marked connected (see [`Hub::emit_to`]).
+    early: Mutex<HashMap<Sid, Vec<(String, Value)>>>,
     settings: ServerSettings,
 }
 
@@ -124,6 +126,13 @@ fn address_of(s: &SocketRef) -> IpAddr {
 }
 
 
+fn emit_now(socket: &SocketRef, sid: Sid, event: &str, arg: &Value) {
+    // A one-element tuple: exactly one argument, even when it is an array.
+    if let Err(e) = socket.emit(event, &(arg,)) {
+        tracing::debug!(%sid, event, "emit failed: {e}");
+    }
+}
+
 impl Hub {
     fn table(&self) -> std::sync::MutexGuard<'_, RoomTable<Sid>> {
         // The table is only mutated through whole operations; a panic mid-way
@@ -131,14 +140,47 @@ impl Hub {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn emit_to(&self, sid: Sid, event: &str, arg: &Value) {
+    /// Sends `event` to `sid`, in order with what was sent to it before.
+    ///
+    /// socketioxide sends a client its CONNECT acknowledgement a moment
+    /// before it marks the socket connected, on another task; a client that
+    /// joins at once can have its join handled in between, and an emit then
+    /// fails as if the socket were closed (the soak lost one `joined` in
+    /// about a thousand rings that way). Such messages wait in a queue for
+    /// the socket to be marked connected, and everything after them queues
+    /// behind them.
+    fn emit_to(self: &Arc<Self>, sid: Sid, event: &str, arg: &Value) {
         let Some(io) = self.io.get() else { return };
-        if let Some(socket) = io.get_socket(sid) {
-            // A one-element tuple: exactly one argument, even when it is an array.
-            if let Err(e) = socket.emit(event, &(arg,)) {
-                tracing::debug!(%sid, event, "emit failed: {e}");
-            }
+        let Some(socket) = io.get_socket(sid) else {
+            return;
+        };
+        let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = early.get_mut(&sid) {
+            queue.push((event.to_string(), arg.clone()));
+            return;
         }
+        if !socket.connected() {
+            early.insert(sid, vec![(event.to_string(), arg.clone())]);
+            drop(early);
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !socket.connected() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let queued = hub
+                    .early
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&sid)
+                    .unwrap_or_default();
+                for (event, arg) in queued {
+                    emit_now(&socket, sid, &event, &arg);
+                }
+            });
+            return;
+        }
+        emit_now(&socket, sid, event, arg);
     }
 
     fn refused(&self, addr: IpAddr, limit: &'static str, what: std::fmt::Arguments<'_>) {
@@ -261,7 +303,7 @@ impl Hub {
     }
 
     /// Seats whose grace is over are given up; the doorbell hears `bye`.
-    fn expire_seats(&self) {
+    fn expire_seats(self: &Arc<Self>) {
         let expired = self.table().expire(Instant::now());
         for e in expired {
             tracing::info!(room = %room_tag(&e.room), "a viewer did not come back in time; its seat is given up");
@@ -271,7 +313,7 @@ impl Hub {
         }
     }
 
-    fn on_join(&self, s: &SocketRef, arg: Option<Value>) {
+    fn on_join(self: &Arc<Self>, s: &SocketRef, arg: Option<Value>) {
         // A room name, or (our page) `{"room": NAME, "seat": TOKEN}`.
         let (room, seat) = match arg {
             Some(Value::Object(mut o)) => match (o.remove("room"), o.remove("seat")) {
@@ -345,7 +387,7 @@ impl Hub {
 
     /// Gives a viewer that joined a live room its STUN/TURN servers, with
     /// TURN REST credentials minted for it alone.
-    fn send_ice_servers(&self, viewer: Sid) {
+    fn send_ice_servers(self: &Arc<Self>, viewer: Sid) {
         let mut servers = self.settings.viewer_ice_servers.clone();
         if let Some(turn) = &self.settings.viewer_turn {
             let m = turn.mint(crate::turn::unix_now(), "viewer");
@@ -378,7 +420,7 @@ impl Hub {
         }
     }
 
-    fn on_relay(&self, s: &SocketRef, event: &str, arg: Option<Value>) {
+    fn on_relay(self: &Arc<Self>, s: &SocketRef, event: &str, arg: Option<Value>) {
         let arg = arg.unwrap_or(Value::Null);
         let size = arg.to_string().len();
         if size > MAX_SDP_BYTES + 1024 {
@@ -398,7 +440,7 @@ impl Hub {
         }
     }
 
-    fn on_bye(&self, s: &SocketRef, arg: Option<Value>) {
+    fn on_bye(self: &Arc<Self>, s: &SocketRef, arg: Option<Value>) {
         let left = self.table().bye(&s.id);
         match left {
             Some((room, remaining)) => {
@@ -473,6 +515,7 @@ pub async fn start(
         per_address: Mutex::new(HashMap::new()),
         refusals: Arc::new(Refusals::default()),
         minted: Mutex::new(HashMap::new()),
+        early: Mutex::new(HashMap::new()),
         settings,
     });
     // The same bound for long-polling bodies and WebSocket messages (the
