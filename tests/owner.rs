@@ -54,7 +54,13 @@ impl Serve {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.join(format!("serve-{port}.log"));
         let child = Command::new(BIN)
-            .args(["serve", "--listen", &addr.to_string(), "--ice-server", "stun:127.0.0.1:9"])
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--ice-server",
+                "stun:127.0.0.1:9",
+            ])
             .args(extra)
             .stderr(std::fs::File::create(&log).unwrap())
             .stdout(Stdio::null())
@@ -96,7 +102,14 @@ async fn http(
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -111,7 +124,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-async fn get(server: SocketAddr, path: &str, cookie: Option<&str>) -> (u16, Vec<(String, String)>, String) {
+async fn get(
+    server: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
     http(
         server,
@@ -150,7 +167,11 @@ fn cookie_pair(set_cookie: &str) -> String {
 fn hash_file(dir: &std::path::Path) -> std::path::PathBuf {
     let file = dir.join("owner.hash");
     let out = passwd(&file, PASSWORD);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     file
 }
 
@@ -178,7 +199,10 @@ fn doorbell_passwd_writes_a_private_argon2_hash_and_refuses_a_short_password() {
 async fn wrong_password_right_password_and_the_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let file = hash_file(dir.path());
-    let serve = Serve::start(dir.path(), &["--owner-password-file", file.to_str().unwrap()]);
+    let serve = Serve::start(
+        dir.path(),
+        &["--owner-password-file", file.to_str().unwrap()],
+    );
     let addr = serve.addr;
 
     // Not signed in: the owner page sends to the login form.
@@ -202,7 +226,9 @@ async fn wrong_password_right_password_and_the_cookie() {
     let (status, headers, _) = login(addr, [127, 0, 0, 1], PASSWORD, "").await;
     assert_eq!(status, 303);
     assert_eq!(header(&headers, "location"), Some("owner"));
-    let set = header(&headers, "set-cookie").expect("a session cookie").to_string();
+    let set = header(&headers, "set-cookie")
+        .expect("a session cookie")
+        .to_string();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(set.contains(flag), "{set}");
     }
@@ -214,10 +240,17 @@ async fn wrong_password_right_password_and_the_cookie() {
     assert_eq!(header(&headers, "cache-control"), Some("no-store"));
 
     // Behind a TLS reverse proxy on this machine: Secure too.
-    let (status, headers, _) =
-        login(addr, [127, 0, 0, 1], PASSWORD, "X-Forwarded-Proto: https\r\n").await;
+    let (status, headers, _) = login(
+        addr,
+        [127, 0, 0, 1],
+        PASSWORD,
+        "X-Forwarded-Proto: https\r\n",
+    )
+    .await;
     assert_eq!(status, 303);
-    assert!(header(&headers, "set-cookie").unwrap().ends_with("; Secure"));
+    assert!(header(&headers, "set-cookie")
+        .unwrap()
+        .ends_with("; Secure"));
 
     // Signing out ends the session.
     let (status, headers, _) = http(
@@ -227,7 +260,9 @@ async fn wrong_password_right_password_and_the_cookie() {
     )
     .await;
     assert_eq!(status, 303);
-    assert!(header(&headers, "set-cookie").unwrap().contains("Max-Age=0"));
+    assert!(header(&headers, "set-cookie")
+        .unwrap()
+        .contains("Max-Age=0"));
     let (status, _, _) = get(addr, "/owner", Some(&cookie)).await;
     assert_eq!(status, 303);
     // The password is nowhere in the log.
@@ -240,7 +275,12 @@ async fn an_expired_session_sends_back_to_the_login() {
     let file = hash_file(dir.path());
     let serve = Serve::start(
         dir.path(),
-        &["--owner-password-file", file.to_str().unwrap(), "--owner-session-ttl", "2s"],
+        &[
+            "--owner-password-file",
+            file.to_str().unwrap(),
+            "--owner-session-ttl",
+            "2s",
+        ],
     );
     let (status, headers, _) = login(serve.addr, [127, 0, 0, 1], PASSWORD, "").await;
     assert_eq!(status, 303);
@@ -258,7 +298,10 @@ async fn an_expired_session_sends_back_to_the_login() {
 async fn a_brute_force_is_shut_out_while_the_owner_signs_in_from_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let file = hash_file(dir.path());
-    let serve = Serve::start(dir.path(), &["--owner-password-file", file.to_str().unwrap()]);
+    let serve = Serve::start(
+        dir.path(),
+        &["--owner-password-file", file.to_str().unwrap()],
+    );
     let attacker = [127, 0, 0, 2];
     for i in 0..5 {
         let (status, _, _) = login(serve.addr, attacker, &format!("guess number {i}"), "").await;
@@ -280,13 +323,30 @@ async fn a_brute_force_is_shut_out_while_the_owner_signs_in_from_elsewhere() {
     // the shut-out address is shut out through it too, others are not.
     let via_proxy = |a: &str| format!("X-Forwarded-For: {a}\r\n");
     for i in 0..5 {
-        let (status, _, _) =
-            login(serve.addr, [127, 0, 0, 1], &format!("guess {i} via proxy"), &via_proxy("198.51.100.7")).await;
+        let (status, _, _) = login(
+            serve.addr,
+            [127, 0, 0, 1],
+            &format!("guess {i} via proxy"),
+            &via_proxy("198.51.100.7"),
+        )
+        .await;
         assert_eq!(status, 401);
     }
-    let (status, _, _) = login(serve.addr, [127, 0, 0, 1], PASSWORD, &via_proxy("198.51.100.7")).await;
+    let (status, _, _) = login(
+        serve.addr,
+        [127, 0, 0, 1],
+        PASSWORD,
+        &via_proxy("198.51.100.7"),
+    )
+    .await;
     assert_eq!(status, 429);
-    let (status, _, _) = login(serve.addr, [127, 0, 0, 1], PASSWORD, &via_proxy("198.51.100.8")).await;
+    let (status, _, _) = login(
+        serve.addr,
+        [127, 0, 0, 1],
+        PASSWORD,
+        &via_proxy("198.51.100.8"),
+    )
+    .await;
     assert_eq!(status, 303);
     // Refused and logged once (per address and minute), naming the address.
     let log = serve.log();

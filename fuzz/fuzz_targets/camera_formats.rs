@@ -12,7 +12,9 @@ struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
     fn u8(&mut self) -> u8 {
-        let Some((&b, rest)) = self.0.split_first() else { return 0 };
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
         self.0 = rest;
         b
     }
@@ -22,7 +24,9 @@ impl Bytes<'_> {
             0 => u32::from(self.u8()),
             1 => u32::from(self.u8()) * 16,
             2 => u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()]),
-            _ => [0, 1, 2, 30, 320, 240, 640, 480, 1280, 720, u32::MAX][usize::from(self.u8()) % 11],
+            _ => {
+                [0, 1, 2, 30, 320, 240, 640, 480, 1280, 720, u32::MAX][usize::from(self.u8()) % 11]
+            }
         }
     }
     fn interval(&mut self) -> Interval {
@@ -31,7 +35,11 @@ impl Bytes<'_> {
     fn rates(&mut self) -> Rates {
         match self.u8() % 3 {
             0 => Rates::Discrete((0..self.u8() % 6).map(|_| self.interval()).collect()),
-            1 => Rates::Stepwise { min: self.interval(), max: self.interval(), step: self.interval() },
+            1 => Rates::Stepwise {
+                min: self.interval(),
+                max: self.interval(),
+                step: self.interval(),
+            },
             _ => Rates::Unknown,
         }
     }
@@ -39,7 +47,14 @@ impl Bytes<'_> {
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
-    let fourccs = [*b"YUYV", *b"NV12", *b"YU12", *b"MJPG", *b"H264", *b"\0\0\0\0"];
+    let fourccs = [
+        *b"YUYV",
+        *b"NV12",
+        *b"YU12",
+        *b"MJPG",
+        *b"H264",
+        *b"\0\0\0\0",
+    ];
     let formats: Vec<FormatDesc> = (0..b.u8() % 5)
         .map(|_| FormatDesc {
             fourcc: Fourcc(fourccs[usize::from(b.u8()) % fourccs.len()]),
@@ -47,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
             sizes: (0..b.u8() % 5)
                 .map(|_| {
                     if b.u8() % 2 == 0 {
-                        FrameSize::Discrete { width: b.u32(), height: b.u32(), rates: b.rates() }
+                        FrameSize::Discrete {
+                            width: b.u32(),
+                            height: b.u32(),
+                            rates: b.rates(),
+                        }
                     } else {
                         FrameSize::Stepwise {
                             range: SizeRange {
@@ -66,7 +85,11 @@ fuzz_target!(|data: &[u8]| {
                 .collect(),
         })
         .collect();
-    let request = Request { width: b.u32(), height: b.u32(), fps: b.u32() };
+    let request = Request {
+        width: b.u32(),
+        height: b.u32(),
+        fps: b.u32(),
+    };
     let _ = summary(&formats);
     if let Ok(choice) = negotiate(&formats, request) {
         let _ = format!("{choice:?}");

@@ -6,7 +6,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(config) = doorbell::config::Config::parse(text, std::path::Path::new("fuzz.toml")) {
+        if let Ok(config) = doorbell::config::Config::parse(text, std::path::Path::new("fuzz.toml"))
+        {
             let _ = format!("{config:?}");
         }
     }

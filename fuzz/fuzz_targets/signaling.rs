@@ -14,7 +14,10 @@ fn message(text: &str) {
             // What the doorbell does with a parsed message: log it, send it on.
             let _ = m.to_string();
             let again = Message::parse(m.event(), &[m.argument()]);
-            assert!(again.is_ok() || m.argument().is_null(), "{m:?} does not round-trip");
+            assert!(
+                again.is_ok() || m.argument().is_null(),
+                "{m:?} does not round-trip"
+            );
         }
     }
 }
@@ -23,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let version = if selector & 1 == 0 { Version::V3 } else { Version::V4 };
+    let version = if selector & 1 == 0 {
+        Version::V3
+    } else {
+        Version::V4
+    };
     if selector & 2 == 0 {
         // A polling body: one or more packets.
         if let Ok(packets) = decode_payload(version, rest) {

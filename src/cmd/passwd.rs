@@ -97,10 +97,15 @@ impl Drop for NoEcho {
 /// Writes `text` to `path` as a new private file, then renames it over the
 /// old one: a reader never sees half a file or a moment of wider mode.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.new",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("owner-password")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("owner-password")
     ));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()

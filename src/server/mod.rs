@@ -25,10 +25,10 @@ use axum::Router;
 use serde_json::{json, Value};
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
-use std::future::ready;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 use std::collections::HashMap;
+use std::future::ready;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -110,7 +110,6 @@ struct Hub {
     settings: ServerSettings,
 }
 
-
 /// The client's address, from the connection (axum's `ConnectInfo`) or, when
 /// the connection comes from a reverse proxy on this machine, the address
 /// that proxy appended to `X-Forwarded-For` (without this, every client of a
@@ -124,7 +123,6 @@ fn address_of(s: &SocketRef) -> IpAddr {
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     client_address(peer, &parts.headers)
 }
-
 
 fn emit_now(socket: &SocketRef, sid: Sid, event: &str, arg: &Value) {
     // A one-element tuple: exactly one argument, even when it is an array.
@@ -590,7 +588,6 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     secure_headers(r.headers_mut(), content_type);
     r
 }
-
 
 async fn page_index() -> Response {
     asset(INDEX_HTML, "text/html; charset=utf-8")

@@ -37,7 +37,9 @@ pub const COOKIE: &str = "doorbell_owner";
 pub enum PasswordError {
     #[error("the password is too short: use at least {MIN_PASSWORD_CHARS} characters")]
     TooShort,
-    #[error("the password file does not hold an Argon2 hash (make one with `doorbell passwd`): {0}")]
+    #[error(
+        "the password file does not hold an Argon2 hash (make one with `doorbell passwd`): {0}"
+    )]
     NotAHash(String),
     #[error("could not hash the password: {0}")]
     Hash(String),
@@ -119,7 +121,9 @@ pub enum Login {
     Opened(String),
     Wrong,
     /// Too many wrong passwords from this address: try again after this.
-    Refused { retry_after: Duration },
+    Refused {
+        retry_after: Duration,
+    },
 }
 
 /// Sessions and login attempts. Holds no password, only its hash.
@@ -294,7 +298,10 @@ mod tests {
         let h = PasswordHashString::parse(&a).unwrap();
         assert!(h.verify("correct horse battery"));
         assert!(!h.verify("correct horse batterY"));
-        assert!(matches!(hash_password("short"), Err(PasswordError::TooShort)));
+        assert!(matches!(
+            hash_password("short"),
+            Err(PasswordError::TooShort)
+        ));
         assert!(!format!("{h:?}").contains("argon2"), "Debug hides the hash");
     }
 
@@ -341,7 +348,10 @@ mod tests {
         }
         match o.login(AWAY, "correct horse battery").await {
             Login::Refused { retry_after } => {
-                assert!(retry_after <= Duration::from_secs(600) && retry_after > Duration::from_secs(590))
+                assert!(
+                    retry_after <= Duration::from_secs(600)
+                        && retry_after > Duration::from_secs(590)
+                )
             }
             other => panic!("even the right password is refused now: {other:?}"),
         }
@@ -350,7 +360,10 @@ mod tests {
             Login::Opened(_)
         ));
         // After the window, the address may try again.
-        assert_eq!(o.refused(AWAY, Instant::now() + Duration::from_secs(601)), None);
+        assert_eq!(
+            o.refused(AWAY, Instant::now() + Duration::from_secs(601)),
+            None
+        );
     }
 
     #[test]
@@ -361,10 +374,7 @@ mod tests {
             "doorbell_owner=t0k; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict"
         );
         assert!(session_cookie("t0k", Duration::from_secs(1), true).ends_with("; Secure"));
-        assert_eq!(
-            token_in("a=b; doorbell_owner=t0k; c=d"),
-            Some("t0k")
-        );
+        assert_eq!(token_in("a=b; doorbell_owner=t0k; c=d"), Some("t0k"));
         assert_eq!(token_in("doorbell_ownerx=t0k"), None);
     }
 }

@@ -56,10 +56,9 @@ fn over_tls(peer: IpAddr, headers: &HeaderMap) -> bool {
             .and_then(|v| v.to_str().ok())
             .is_some_and(f)
     };
-    is(
-        header::HeaderName::from_static("x-forwarded-proto"),
-        &|v| v.trim().eq_ignore_ascii_case("https"),
-    ) || is(header::FORWARDED, &|v| {
+    is(header::HeaderName::from_static("x-forwarded-proto"), &|v| {
+        v.trim().eq_ignore_ascii_case("https")
+    }) || is(header::FORWARDED, &|v| {
         v.split([';', ','])
             .any(|p| p.trim().eq_ignore_ascii_case("proto=https"))
     })
@@ -251,7 +250,10 @@ mod tests {
         assert!(over_tls(local, &h));
         assert!(!over_tls(remote, &h), "anyone can send the header");
         let mut h = HeaderMap::new();
-        h.insert(header::FORWARDED, HeaderValue::from_static("for=1.2.3.4;proto=https"));
+        h.insert(
+            header::FORWARDED,
+            HeaderValue::from_static("for=1.2.3.4;proto=https"),
+        );
         assert!(over_tls(local, &h));
         assert!(!over_tls(local, &HeaderMap::new()));
     }

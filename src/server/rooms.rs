@@ -374,7 +374,10 @@ mod tests {
     fn created_joined_full() {
         let (mut t, now) = (table(), Instant::now());
         assert_eq!(t.join(1, HOME, "r", None, now), JoinOutcome::Created);
-        assert_eq!(t.join(2, HOME, "r", None, now), JoinOutcome::Joined { other: 1 });
+        assert_eq!(
+            t.join(2, HOME, "r", None, now),
+            JoinOutcome::Joined { other: 1 }
+        );
         assert_eq!(t.join(3, HOME, "r", None, now), JoinOutcome::Full);
         assert_eq!(t.members("r"), [1, 2]);
         assert_eq!(t.room_of(&3), None, "a refused client is in no room");
@@ -412,7 +415,10 @@ mod tests {
         t.disconnect(&2, now);
         assert_eq!(t.members("r"), [1]);
         // The viewer reloads the page: it gets back in, the doorbell hears new_peer.
-        assert_eq!(t.join(4, HOME, "r", None, now), JoinOutcome::Joined { other: 1 });
+        assert_eq!(
+            t.join(4, HOME, "r", None, now),
+            JoinOutcome::Joined { other: 1 }
+        );
     }
 
     #[test]
@@ -506,13 +512,19 @@ mod tests {
     fn a_viewer_whose_connection_dropped_gets_its_seat_back_and_nobody_else_does() {
         let (mut t, now) = (table(), Instant::now());
         t.join(1, HOME, "r", None, now);
-        assert_eq!(t.join(2, HOME, "r", SEAT, now), JoinOutcome::Joined { other: 1 });
+        assert_eq!(
+            t.join(2, HOME, "r", SEAT, now),
+            JoinOutcome::Joined { other: 1 }
+        );
         // The page reloads: the old connection closes, the seat is kept.
         let until = t.disconnect(&2, now).expect("a seat is kept");
         assert_eq!(until, now + Limits::default().rejoin_grace);
         assert_eq!(t.members("r"), [1], "away members are not relayed to");
         assert_eq!(t.join(3, HOME, "r", None, now), JoinOutcome::Full);
-        assert_eq!(t.join(4, HOME, "r", Some("another-tab"), now), JoinOutcome::Full);
+        assert_eq!(
+            t.join(4, HOME, "r", Some("another-tab"), now),
+            JoinOutcome::Full
+        );
         assert_eq!(
             t.join(5, HOME, "r", SEAT, now),
             JoinOutcome::Rejoined {
@@ -541,7 +553,11 @@ mod tests {
         assert_eq!(t.room_of(&2), None, "the old connection lost its place");
         assert!(t.others(&2).is_empty());
         assert_eq!(t.members("r"), [1, 3]);
-        assert_eq!(t.disconnect(&2, now), None, "the old one closing changes nothing");
+        assert_eq!(
+            t.disconnect(&2, now),
+            None,
+            "the old one closing changes nothing"
+        );
         assert_eq!(t.members("r"), [1, 3]);
     }
 
@@ -607,6 +623,9 @@ mod tests {
         t.join(1, HOME, "r", None, now);
         t.join(2, HOME, "r", SEAT, now);
         assert_eq!(t.disconnect(&2, now), None);
-        assert_eq!(t.join(3, HOME, "r", None, now), JoinOutcome::Joined { other: 1 });
+        assert_eq!(
+            t.join(3, HOME, "r", None, now),
+            JoinOutcome::Joined { other: 1 }
+        );
     }
 }

@@ -87,10 +87,17 @@ mod tests {
     #[test]
     fn forwarded_addresses_are_believed_only_from_this_machine() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1, 198.51.100.7"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.1, 198.51.100.7"),
+        );
         let proxy: IpAddr = "127.0.0.1".parse().unwrap();
         let remote: IpAddr = "203.0.113.5".parse().unwrap();
-        assert_eq!(client_address(proxy, &h), "198.51.100.7".parse::<IpAddr>().unwrap(), "the proxy's own entry, the last");
+        assert_eq!(
+            client_address(proxy, &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "the proxy's own entry, the last"
+        );
         assert_eq!(client_address(remote, &h), remote);
         assert_eq!(client_address(proxy, &HeaderMap::new()), proxy);
         h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));

@@ -185,7 +185,11 @@ impl Message {
                             seat: seat.clone(),
                         },
                         other => {
-                            return Err(bad_argument("join", "a seat of 16 to 128 characters", other))
+                            return Err(bad_argument(
+                                "join",
+                                "a seat of 16 to 128 characters",
+                                other,
+                            ))
                         }
                     }
                 }

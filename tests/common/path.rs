@@ -176,7 +176,10 @@ fn through(sdp: &str, at: SocketAddr) -> (String, SocketAddr) {
                 && f[4] == "127.0.0.1"
                 && f[7] == "host";
             if usable && real.is_none() {
-                real = Some(SocketAddr::new(f[4].parse().unwrap(), f[5].parse().unwrap()));
+                real = Some(SocketAddr::new(
+                    f[4].parse().unwrap(),
+                    f[5].parse().unwrap(),
+                ));
                 out.push_str(&format!(
                     "a=candidate:{} 1 udp {} {} {} typ host\r\n",
                     f[0],
