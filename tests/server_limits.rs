@@ -62,8 +62,9 @@ struct Raw {
 }
 
 impl Raw {
-    /// Connects from `from`; `None` when the server did not let it in.
-    async fn connect(server: SocketAddr, from: [u8; 4]) -> Option<Raw> {
+    /// The Engine.IO and Socket.IO handshakes from `from`: the connection
+    /// and the server's answer to our CONNECT (`40{"sid":...}` when let in).
+    async fn handshake(server: SocketAddr, from: [u8; 4]) -> Option<(Raw, String)> {
         let socket = TcpSocket::new_v4().unwrap();
         socket
             .bind(SocketAddr::from((from, 0)))
@@ -75,8 +76,14 @@ impl Raw {
         let open = raw.next_text().await?;
         assert!(open.starts_with('0'), "{open}");
         raw.send("40").await;
-        // Let in: `40{"sid":...}`, and no disconnect right after.
         let connect = raw.next_text().await?;
+        Some((raw, connect))
+    }
+
+    /// Connects from `from`; `None` when the server did not let it in.
+    async fn connect(server: SocketAddr, from: [u8; 4]) -> Option<Raw> {
+        let (mut raw, connect) = Self::handshake(server, from).await?;
+        // Let in: `40{"sid":...}`, and no disconnect right after.
         if !connect.starts_with("40") {
             return None;
         }
@@ -91,15 +98,8 @@ impl Raw {
     /// acknowledgement, as every real client does; the server's answer, or
     /// `None` when there is none within 2 s.
     async fn connect_and_join(server: SocketAddr, from: [u8; 4], room: &str) -> Option<String> {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((from, 0))).unwrap();
-        let stream = socket.connect(server).await.unwrap();
-        let url = format!("ws://{server}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-        let mut raw = Raw { ws };
-        assert!(raw.next_text().await.unwrap().starts_with('0'));
-        raw.send("40").await;
-        assert!(raw.next_text().await.unwrap().starts_with("40"));
+        let (mut raw, connect) = Self::handshake(server, from).await.expect("connected");
+        assert!(connect.starts_with("40"), "{connect}");
         raw.send(&format!("42[\"join\",\"{room}\"]")).await;
         let answer = tokio::time::timeout(Duration::from_secs(2), raw.next_text())
             .await
