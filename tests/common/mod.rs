@@ -28,6 +28,7 @@ pub mod cdp;
 pub mod coturn;
 pub mod lab;
 pub mod path;
+pub mod raw;
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
