@@ -462,33 +462,49 @@ fn describe_press(actions: &[Action]) -> RingReply {
     }
 }
 
-/// Runs every notifier at once; Ok if any succeeded (or there are none).
+/// Runs every notifier at once; Ok as soon as one has delivered (or there
+/// are none), Err once all failed. Notifiers still at work when one has
+/// delivered finish in the background: a hanging webhook does not hold back
+/// the `notified` event, whose link integrations wait for.
 async fn notify_all(notifiers: &[Arc<dyn Notifier>], ring: Ring) -> Result<(), NotifyFailed> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     if notifiers.is_empty() {
         return Ok(());
     }
-    let attempts = notifiers.iter().map(|n| {
-        let name = n.name().to_string();
-        let fut = n.ring(ring.clone());
-        async move {
-            match tokio::time::timeout(NOTIFY_LIMIT, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(NotifyError {
-                    notifier: name,
-                    message: format!("no answer in {} s", NOTIFY_LIMIT.as_secs()),
-                }),
+    let mut pending: FuturesUnordered<_> = notifiers
+        .iter()
+        .map(|n| {
+            let name = n.name().to_string();
+            let fut = n.ring(ring.clone());
+            async move {
+                match tokio::time::timeout(NOTIFY_LIMIT, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(NotifyError {
+                        notifier: name,
+                        message: format!("no answer in {} s", NOTIFY_LIMIT.as_secs()),
+                    }),
+                }
+            }
+        })
+        .collect();
+    let mut errors = Vec::new();
+    while let Some(result) = pending.next().await {
+        match result {
+            Ok(()) => {
+                tokio::spawn(async move {
+                    while let Some(result) = pending.next().await {
+                        if let Err(e) = result {
+                            tracing::warn!("notifier failed: {e}");
+                        }
+                    }
+                });
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!("notifier failed: {e}");
+                errors.push(e.to_string());
             }
         }
-    });
-    let results = futures_util::future::join_all(attempts).await;
-    let errors: Vec<&NotifyError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    for e in &errors {
-        tracing::warn!("notifier failed: {e}");
     }
-    if errors.len() == results.len() {
-        let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        Err(NotifyFailed(all.join("; ")))
-    } else {
-        Ok(())
-    }
+    Err(NotifyFailed(errors.join("; ")))
 }

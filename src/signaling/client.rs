@@ -384,7 +384,7 @@ async fn supervise(
                 if last_found.as_ref() != Some(&found) || last_failure.is_some() {
                     tracing::info!(url = %shared.url, "connected to the signaling server: it speaks {}", found.describe());
                 } else {
-                    tracing::debug!(url = %shared.url, "reconnected to the signaling server");
+                    tracing::info!(url = %shared.url, "reconnected to the signaling server");
                 }
                 last_found = Some(found);
                 last_failure = None;
