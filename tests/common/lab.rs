@@ -405,6 +405,14 @@ pub const PAGE_STATS: &str = r#"(async () => {
   return out;
 })()"#;
 
+/// How the binary is started: a command it runs under (`ip netns exec NS`)
+/// and extra environment (`LD_PRELOAD` of libfaketime).
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    pub prefix: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
 /// The doorbell as its users run it.
 pub struct Daemon {
     child: Child,
@@ -442,9 +450,28 @@ impl Daemon {
     /// Runs the binary with exactly `config` (written into `dir`), and
     /// `RUST_LOG` when given.
     pub fn start_exactly(dir: tempfile::TempDir, config: &str, rust_log: Option<&str>) -> Daemon {
+        Self::start_launched(dir, config, rust_log, &Launch::default())
+    }
+
+    /// [`Daemon::start_exactly`], started through `launch`.
+    pub fn start_launched(
+        dir: tempfile::TempDir,
+        config: &str,
+        rust_log: Option<&str>,
+        launch: &Launch,
+    ) -> Daemon {
         let path = dir.path().join("doorbell.toml");
         std::fs::write(&path, config).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_doorbell"));
+        let binary = env!("CARGO_BIN_EXE_doorbell");
+        let mut command = match launch.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        command.envs(launch.env.iter().map(|(k, v)| (k, v)));
         command
             .args(["run", "--config"])
             .arg(&path)
@@ -554,10 +581,20 @@ impl Daemon {
 
     /// SIGTERM, then waits for the exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM, as systemd does to stop the service.
+    pub fn terminate(&self) {
         // SAFETY: kill(2) on the PID of the child this test started.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+    }
+
+    /// Waits for the process to exit (at most [`WAIT`]).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -27,6 +27,7 @@ use doorbell::signaling::{Signaling, SignalingEvent};
 pub mod cdp;
 pub mod coturn;
 pub mod lab;
+pub mod live;
 pub mod path;
 pub mod raw;
 
