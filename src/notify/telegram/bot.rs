@@ -10,7 +10,11 @@
 //! docs/telegram.md) and at most the command word, never the rest of the text.
 //! Commands sent while the doorbell was not polling (stopped, offline) are
 //! ignored when older than two minutes: a `/ring` from this morning must not
-//! ring tonight.
+//! ring tonight. Only those can be old: what a poll returns right after a
+//! successful one was sent while the bot was listening, so it is taken
+//! whatever its date says (a system clock stepped by NTP, or wrong for
+//! hours, must not make the bot deaf); the age of the rest (the first poll
+//! after the start or after the API failed) is judged by the system clock.
 //!
 //! The poller is a loop around one `getUpdates` at a time that races
 //! shutdown; when the API is down it backs off (1 s doubling to 60 s) rather
@@ -183,6 +187,9 @@ impl Bot {
     async fn poll(self: Arc<Self>, cancel: CancellationToken) {
         let mut offset = 0i32;
         let mut failures = 0u32;
+        // Whether the last poll succeeded: then this poll's updates were
+        // sent while we were listening.
+        let mut listening = false;
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -200,14 +207,16 @@ impl Bot {
                                 .unwrap_or(i32::MAX)
                                 .saturating_add(1),
                         );
-                        self.clone().handle(update);
+                        self.clone().handle(update, listening);
                     }
+                    listening = true;
                 }
                 Err(e) if e.kind == ErrorKind::TokenRefused => {
                     tracing::error!("telegram: {e}; commands are off until the doorbell restarts");
                     return;
                 }
                 Err(e) => {
+                    listening = false;
                     failures += 1;
                     let mut wait = POLL_BACKOFF.wait(failures);
                     if let ErrorKind::RetryAfter(d) = e.kind {
@@ -233,7 +242,9 @@ impl Bot {
     }
 
     /// Checks who wrote and when, then runs the command in its own task.
-    fn handle(self: Arc<Self>, update: Incoming) {
+    /// `live`: the update came while the bot was listening (see the module
+    /// documentation), so its age does not matter.
+    fn handle(self: Arc<Self>, update: Incoming, live: bool) {
         let Some(chat) = update.chat else {
             tracing::debug!(
                 update = update.update_id,
@@ -263,7 +274,12 @@ impl Bot {
             }
         }
         let age = unix_ms() as i64 / 1000 - update.date;
-        if age > STALE_AFTER_S {
+        if age > STALE_AFTER_S && live {
+            tracing::warn!(
+                "telegram: {word} from chat {chat} came just now but is dated {age} s ago by \
+                 this system's clock: is the clock wrong (NTP not synchronised yet)?"
+            );
+        } else if age > STALE_AFTER_S {
             tracing::info!(
                 chat,
                 "telegram: ignored {word} from chat {chat}: sent {age} s ago, while the doorbell was not listening"
