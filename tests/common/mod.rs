@@ -28,6 +28,7 @@ pub mod cdp;
 pub mod coturn;
 pub mod lab;
 pub mod live;
+pub mod matrix;
 pub mod path;
 pub mod raw;
 
