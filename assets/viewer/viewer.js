@@ -35,6 +35,7 @@ const state = {
   everConnected: false, // a media connection of this page was up once
   lostSince: null,      // when the current attempt to come back began
   retry: 0, retryTimer: null, disconnectTimer: null,
+  serverLost: false,    // the server went away while the call's media stayed up
 };
 window.doorbell = state; // for tests and the curious
 
@@ -224,14 +225,31 @@ async function onEvent(sio, event, arg) {
       if (arg && Array.isArray(arg.iceServers)) state.iceServers = arg.iceServers;
       break;
     case "joined":
+      state.serverLost = false;
+      state.retry = 0;
       $("hangup").disabled = false;
       try { await call(sio); } catch (e) { end("error", "Could not start the call.", String(e)); }
       break;
     case "created":
+      if (state.serverLost && mediaUp()) {
+        // The server restarted and the doorbell has not joined again yet:
+        // the call goes on; the doorbell's arrival is a `new_peer`.
+        state.retry = 0;
+        break;
+      }
       // We are first in the room: the doorbell is no longer there.
       sio.emit("bye", room);
       end("ended", state.everConnected ? "The call is over." : "This ring is over.",
         state.everConnected ? "" : "The doorbell stopped waiting, or the link is old.");
+      break;
+    case "new_peer":
+      // The doorbell joined the room again after the server came back: it
+      // starts a new session, so offer again (the media was fine, but both
+      // sides must agree on one session).
+      if (state.serverLost) {
+        state.serverLost = false;
+        try { await call(sio); } catch (e) { end("error", "Could not start the call.", String(e)); }
+      }
       break;
     case "full":
       end("full", "Someone else already answered.", "");
@@ -255,9 +273,29 @@ async function onEvent(sio, event, arg) {
 function startSignaling() {
   state.ws = connectSignaling(onEvent, (sio) => {
     if (sio !== state.ws || state.ended) return;
-    if (state.everConnected || state.pc) comeBack();
+    if (mediaUp()) serverOnly();
+    else if (state.everConnected || state.pc) comeBack();
     else end("error", "Lost the connection to the server.", "");
   });
+}
+
+function mediaUp() {
+  return !!state.pc && state.pc.connectionState === "connected";
+}
+
+// The server went away but the call did not (its media never went through
+// the server): keep talking, and join the room again in the background, so
+// that the hang-up and a later reload reach the doorbell once the server is
+// back. The doorbell joins again too; whoever is first waits for the other.
+function serverOnly() {
+  if (state.retryTimer) return;
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close();
+  state.serverLost = true;
+  const delay = Math.min(2000, 250 * 2 ** state.retry);
+  state.retry += 1;
+  state.retryTimer = setTimeout(() => { state.retryTimer = null; startSignaling(); }, delay);
 }
 
 async function main() {

@@ -95,6 +95,9 @@ struct Call {
     /// Candidates that came before the offer (a server may reorder, a page
     /// may trickle early); handed over with the offer.
     early_candidates: Vec<IceCandidate>,
+    /// The signaling connection was lost during the call: its room is to
+    /// be joined again once the connection is back.
+    rejoin_room: bool,
 }
 
 /// Most candidates kept from before an offer (a browser gathers a handful).
@@ -169,7 +172,10 @@ impl CallMachine {
         let mut out = Vec::new();
         match input {
             Input::Tick => self.expire(now, &mut out),
-            Input::SignalingUp => self.signaling_up = true,
+            Input::SignalingUp => {
+                self.signaling_up = true;
+                self.on_signaling_up(&mut out);
+            }
             Input::SignalingDown => {
                 self.signaling_up = false;
                 self.on_signaling_down(now, &mut out);
@@ -328,6 +334,7 @@ impl CallMachine {
             media_loss_deadline: None,
             max_call_deadline: None,
             early_candidates: Vec::new(),
+            rejoin_room: false,
         });
         self.emit(EventKind::Ringing, out);
         if !self.signaling_up {
@@ -413,6 +420,12 @@ impl CallMachine {
                 self.state = State::WaitingOffer;
                 self.emit(EventKind::ViewerJoined, out);
                 self.set_step(now, Some(self.config.timeouts.offer));
+            }
+            (State::InCall { .. }, Message::Created(room) | Message::Joined(room))
+                if ours(&room, self) =>
+            {
+                // The answer to joining the call's room again (see
+                // `on_signaling_up`): nothing changes for the call.
             }
             (State::Answering | State::InCall { .. }, Message::Invite(offer)) => {
                 // A fresh offer mid-call: the viewer started over without leaving.
@@ -602,6 +615,23 @@ impl CallMachine {
         }
     }
 
+    /// Back on the signaling server during a call whose connection was lost:
+    /// the call's media never needed the server, but the room did (a
+    /// restarted server has forgotten it, and a reconnected client is a new
+    /// member). Joining it again lets the viewer's hang-up and a page reload
+    /// reach the doorbell; whichever of the two joins first gets `created`,
+    /// the other `joined`, and a `new_peer` to the doorbell starts a new
+    /// session as any rejoin does.
+    fn on_signaling_up(&mut self, out: &mut Vec<Action>) {
+        if !matches!(self.state, State::InCall { .. }) {
+            return;
+        }
+        if let Some(c) = self.call.as_mut().filter(|c| c.rejoin_room) {
+            c.rejoin_room = false;
+            out.push(Action::Send(Message::Join(c.room.clone())));
+        }
+    }
+
     fn on_signaling_down(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.state {
             State::Joining | State::WaitingViewer | State::WaitingOffer | State::Answering => {
@@ -613,6 +643,11 @@ impl CallMachine {
                     out,
                 );
                 self.end(now, EndReason::SignalingLost, out);
+            }
+            State::InCall { .. } => {
+                if let Some(c) = self.call.as_mut() {
+                    c.rejoin_room = true;
+                }
             }
             _ => {}
         }

@@ -207,13 +207,13 @@ const TABLE: &[(&str, [&str; 8])] = &[
         "= | ", "= | ", "= | "]),
     ("created", [
         "= | ignored", "waiting_viewer | room_created,notify", "= | ignored", "= | ignored",
-        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+        "= | ignored", "= | ", "= | ", "= | ignored"]),
     ("created_other", [
         "= | ignored", "= | ignored", "= | ignored", "= | ignored",
         "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
     ("joined", [
         "= | ignored", "ending:room_collision | error,send:bye,teardown", "= | ignored", "= | ignored",
-        "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
+        "= | ignored", "= | ", "= | ", "= | ignored"]),
     ("full", [
         "= | ignored", "ending:room_collision | error,send:bye,teardown", "= | ignored", "= | ignored",
         "= | ignored", "= | ignored", "= | ignored", "= | ignored"]),
@@ -761,6 +761,29 @@ fn coming_back_does_not_make_the_call_longer() {
     let a = m.handle(t + max_call + Duration::from_millis(1), Input::Tick);
     assert_eq!(summary(&a), "send:bye,teardown");
     assert_eq!(state_name(&m), "ending:max_duration");
+}
+
+#[test]
+fn back_on_the_server_mid_call_the_doorbell_joins_its_room_again() {
+    let (mut m, now) = machine_in("in_call+");
+    // Up without having been down: nothing to do.
+    assert_eq!(summary(&m.handle(now, Input::SignalingUp)), "");
+    assert_eq!(summary(&m.handle(now, Input::SignalingDown)), "");
+    assert_eq!(
+        state_name(&m),
+        "in_call+",
+        "the call goes on without the server"
+    );
+    assert_eq!(summary(&m.handle(now, Input::SignalingUp)), "send:join");
+    assert_eq!(summary(&m.handle(now, Input::SignalingUp)), "", "once");
+    // The server's answer, whoever was first, changes nothing...
+    for answer in [Message::Created(ROOM.into()), Message::Joined(ROOM.into())] {
+        assert_eq!(summary(&m.handle(now, Input::Signal(answer))), "");
+        assert_eq!(state_name(&m), "in_call+");
+    }
+    // ...and the viewer's hang-up reaches the doorbell again.
+    let out = m.handle(now, Input::Signal(Message::Bye(Some(ROOM.into()))));
+    assert_eq!(state_name(&m), "ending:viewer_left", "{}", summary(&out));
 }
 
 #[test]
