@@ -10,6 +10,7 @@
 mod common;
 
 use common::lab::Daemon;
+use common::matrix::counts;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -24,22 +25,12 @@ struct Sample {
 }
 
 fn sample(pid: u32, cycle: usize) -> Sample {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let c = counts(pid);
     Sample {
         cycle,
-        rss_kb: field("VmRSS:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count(),
-        threads: field("Threads:") as usize,
+        rss_kb: c.rss_kb,
+        fds: c.fds,
+        threads: c.threads,
     }
 }
 

@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-use doorbell::media::audio::{OpusEncoder, Tone};
 use doorbell::media::h264::H264Decoder;
-use doorbell::media::AUDIO_FRAME;
-use doorbell::peer::viewer::{ViewerOptions, ViewerPeer};
-use doorbell::peer::PeerSettings;
-use doorbell::signaling::protocol::{Message, SessionDescription};
+use doorbell::peer::viewer::ViewerPeer;
+use doorbell::signaling::protocol::Message;
+use doorbell::signaling::tls::TrustSettings;
 
-use super::{ViewerSignaling, WAIT};
+use super::{join_and_call, talk_tone, InCall, ViewerSignaling, WAIT};
 
 pub struct LiveViewer {
     pub room: String,
@@ -31,52 +29,16 @@ impl LiveViewer {
     /// Joins `room` on the server at `url` and sets the call up (offer,
     /// answer); media flow from here on.
     pub async fn join(url: &str, room: &str) -> LiveViewer {
-        Self::join_with(url, room, ViewerOptions::default()).await
-    }
-
-    pub async fn join_with(url: &str, room: &str, options: ViewerOptions) -> LiveViewer {
-        let mut sig = ViewerSignaling::connect(url).await;
-        sig.send(Message::Join(room.to_string())).await;
-        let mut ice_servers = vec![];
-        loop {
-            match sig.next().await {
-                Message::IceServers(s) => ice_servers = s,
-                Message::Joined(r) if r == room => break,
-                other => panic!("join {room} answered with {other}"),
-            }
-        }
-        let settings = PeerSettings {
-            ice_servers,
-            include_loopback: true,
-            ..Default::default()
-        };
-        let (peer, mut streams, offer) =
-            ViewerPeer::offer(&settings, options, Duration::from_secs(3))
-                .await
-                .expect("viewer offer");
-        sig.send(Message::Invite(SessionDescription::offer(offer)))
-            .await;
-        let answer = match sig.next().await {
-            Message::Ok(d) => d.sdp,
-            other => panic!("expected ok, got {other}"),
-        };
-        peer.accept(&answer).await.expect("answer accepted");
+        let InCall {
+            sig,
+            peer,
+            mut streams,
+            ..
+        } = join_and_call(url, TrustSettings::default(), room, false).await;
         let peer = Arc::new(peer);
         let mut tasks = Vec::new();
         if let Some(track) = peer.audio_track() {
-            tasks.push(tokio::spawn(async move {
-                let mut tone = Tone::new(1000.0);
-                let mut enc = OpusEncoder::new().unwrap();
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
-                loop {
-                    tick.tick().await;
-                    let mut pcm = [0i16; AUDIO_FRAME];
-                    tone.fill(&mut pcm);
-                    let _ = track
-                        .send(enc.encode(&pcm).unwrap(), Duration::from_millis(20))
-                        .await;
-                }
-            }));
+            tasks.push(talk_tone(track, 1000.0, Duration::MAX));
         }
         let frames = Arc::new(AtomicUsize::new(0));
         let audio_packets = Arc::new(AtomicUsize::new(0));

@@ -13,25 +13,31 @@ use doorbell::peer::PeerSettings;
 use super::lab::{event_names, Daemon, Generation, LabServer, LabServerOptions, Launch};
 use super::{room_of, view_call};
 
-/// The doorbell's open file descriptors and threads.
+/// A process's resident memory, open file descriptors and threads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Counts {
+    pub rss_kb: u64,
     pub fds: usize,
     pub threads: usize,
 }
 
+/// Reads [`Counts`] of `pid` from /proc.
 pub fn counts(pid: u32) -> Counts {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     Counts {
+        rss_kb: field("VmRSS:"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .count(),
-        threads,
+        threads: field("Threads:") as usize,
     }
 }
 

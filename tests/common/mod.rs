@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use doorbell::call::command::{Command, Status};
@@ -16,7 +17,8 @@ use doorbell::config::Config;
 use doorbell::media::audio::{dominant_frequency, rms, OpusDecoder, OpusEncoder, Tone};
 use doorbell::media::h264::H264Decoder;
 use doorbell::media::{wav, AUDIO_FRAME};
-use doorbell::peer::viewer::{ViewerOptions, ViewerPeer};
+use doorbell::peer::viewer::{ViewerOptions, ViewerPeer, ViewerStreams};
+use doorbell::peer::MediaTrack;
 use doorbell::peer::PeerSettings;
 use doorbell::sdp;
 use doorbell::signaling::client::{ClientSettings, SocketIoSignaling};
@@ -391,19 +393,23 @@ pub fn candidate_types(sdp: &str) -> Vec<String> {
         .collect()
 }
 
-/// Joins `room` (taking the ICE servers the server gives), offers like
-/// Chromium (VP8 first), and runs the call as `v` says. Leaves with `bye`.
-pub async fn view_call_as(url: &str, room: &str, v: Viewing) -> CallReport {
-    let Viewing {
-        trust,
-        frames,
-        size,
-        talk,
-        tone_hz,
-        listen,
-        relay_only,
-    } = v;
-    let listen_samples = (listen.as_secs_f64() * 48_000.0) as usize;
+/// A test viewer whose offer the doorbell answered.
+pub struct InCall {
+    pub sig: ViewerSignaling,
+    pub peer: ViewerPeer,
+    pub streams: ViewerStreams,
+    pub offer: String,
+    pub answer: String,
+}
+
+/// Joins `room` as its second member (taking the ICE servers the server
+/// gives), offers like Chromium (VP8 first), and accepts the answer.
+pub async fn join_and_call(
+    url: &str,
+    trust: TrustSettings,
+    room: &str,
+    relay_only: bool,
+) -> InCall {
     let mut sig = ViewerSignaling::connect_trusting(url, trust).await;
     sig.send(Message::Join(room.to_string())).await;
     let mut ice_servers = vec![];
@@ -418,7 +424,7 @@ pub async fn view_call_as(url: &str, room: &str, v: Viewing) -> CallReport {
         Message::Joined(room.to_string()),
         "the viewer is the second member"
     );
-    let (viewer, mut streams, offer) = ViewerPeer::offer(
+    let (peer, streams, offer) = ViewerPeer::offer(
         &PeerSettings {
             ice_servers,
             include_loopback: true,
@@ -430,6 +436,61 @@ pub async fn view_call_as(url: &str, room: &str, v: Viewing) -> CallReport {
     )
     .await
     .expect("viewer offer");
+    sig.send(Message::Invite(SessionDescription::offer(offer.clone())))
+        .await;
+    let answer = match sig.next().await {
+        Message::Ok(d) => d.sdp,
+        other => panic!("expected ok, got {other}"),
+    };
+    peer.accept(&answer).await.expect("answer accepted");
+    InCall {
+        sig,
+        peer,
+        streams,
+        offer,
+        answer,
+    }
+}
+
+/// Talks into `track`: an Opus tone of `hz` at the real-time pace, for
+/// `how_long`.
+pub fn talk_tone(track: MediaTrack, hz: f32, how_long: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tone = Tone::new(hz);
+        let mut enc = OpusEncoder::new().unwrap();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let start = Instant::now();
+        while start.elapsed() < how_long {
+            tick.tick().await;
+            let mut pcm = [0i16; AUDIO_FRAME];
+            tone.fill(&mut pcm);
+            let _ = track
+                .send(enc.encode(&pcm).unwrap(), Duration::from_millis(20))
+                .await;
+        }
+    })
+}
+
+/// Joins `room` (taking the ICE servers the server gives), offers like
+/// Chromium (VP8 first), and runs the call as `v` says. Leaves with `bye`.
+pub async fn view_call_as(url: &str, room: &str, v: Viewing) -> CallReport {
+    let Viewing {
+        trust,
+        frames,
+        size,
+        talk,
+        tone_hz,
+        listen,
+        relay_only,
+    } = v;
+    let listen_samples = (listen.as_secs_f64() * 48_000.0) as usize;
+    let InCall {
+        sig,
+        peer: viewer,
+        mut streams,
+        offer,
+        answer,
+    } = join_and_call(url, trust, room, relay_only).await;
     let offered: Vec<String> = sdp::media_sections(&offer)
         .iter()
         .filter(|s| s.kind == "video")
@@ -440,37 +501,15 @@ pub async fn view_call_as(url: &str, room: &str, v: Viewing) -> CallReport {
         Some("VP8"),
         "offers VP8 first, like Chromium"
     );
-    sig.send(Message::Invite(SessionDescription::offer(offer.clone())))
-        .await;
-    let answer = match sig.next().await {
-        Message::Ok(d) => d.sdp,
-        other => panic!("expected ok, got {other}"),
-    };
     let answer_video_codecs: Vec<String> = sdp::media_sections(&answer)
         .iter()
         .filter(|s| s.kind == "video")
         .flat_map(|s| s.codecs.iter().map(|c| c.name.clone()))
         .collect();
     let candidates = (candidate_types(&offer), candidate_types(&answer));
-    viewer.accept(&answer).await.expect("answer accepted");
-
-    // Talk: an Opus tone at the real-time pace.
-    let talker = viewer.audio_track().map(|track| {
-        tokio::spawn(async move {
-            let mut tone = Tone::new(tone_hz);
-            let mut enc = OpusEncoder::new().unwrap();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            let start = Instant::now();
-            while start.elapsed() < talk {
-                tick.tick().await;
-                let mut pcm = [0i16; AUDIO_FRAME];
-                tone.fill(&mut pcm);
-                let _ = track
-                    .send(enc.encode(&pcm).unwrap(), Duration::from_millis(20))
-                    .await;
-            }
-        })
-    });
+    let talker = viewer
+        .audio_track()
+        .map(|track| talk_tone(track, tone_hz, talk));
     // Listen: decode video, collect the doorbell's audio.
     let mut decoder = H264Decoder::new().unwrap();
     let mut opus = OpusDecoder::new().unwrap();
