@@ -12,8 +12,9 @@ setup_deps() {
         # openssl: the lab's certificate (tests/lab/make-cert.sh); npm: the
         # socket.io clients of the lab's page (only when no npm is there).
         # coturn: a real TURN server (tests/turn.rs). faketime: a wall clock
-        # that steps, iproute2: network namespaces (tests/faults.rs).
-        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd openssl coturn faketime iproute2)
+        # that steps, iproute2: network namespaces (tests/faults.rs). ffmpeg:
+        # ffprobe checks every picture and recording the doorbell writes.
+        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd openssl coturn faketime iproute2 ffmpeg)
         command -v npm >/dev/null 2>&1 || packages+=(npm)
     fi
     local missing=() p

@@ -54,7 +54,46 @@ pub struct Config {
     pub chime: ChimeConfig,
     pub control: ControlConfig,
     pub notify: NotifyConfig,
+    pub history: HistoryConfig,
     pub log: LogConfig,
+}
+
+/// `[history]`: every ring and live view, kept on disk (src/history/).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Where the database and the pictures go. Default: see
+    /// [`crate::history::resolve_dir`] (/var/lib/doorbell under systemd).
+    pub dir: Option<PathBuf>,
+    /// Rows (and their files) older than this many days go.
+    pub keep_days: u32,
+    /// The pictures and recordings take at most this many megabytes
+    /// (10^6 bytes); the oldest go first.
+    pub max_mb: u64,
+    /// Keep the picture of the visitor taken at each press.
+    pub snapshots: bool,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            keep_days: 60,
+            max_mb: 500,
+            snapshots: true,
+        }
+    }
+}
+
+impl HistoryConfig {
+    pub fn settings(&self) -> crate::history::HistorySettings {
+        crate::history::HistorySettings {
+            dir: crate::history::resolve_dir(self.dir.as_deref()).0,
+            keep: Duration::from_secs(u64::from(self.keep_days) * 86_400),
+            max_bytes: self.max_mb.saturating_mul(1_000_000),
+            snapshots: self.snapshots,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -617,6 +656,21 @@ impl Config {
             return Err(invalid(
                 "signaling.reconnect_min",
                 "must be above zero and at most signaling.reconnect_max".into(),
+            ));
+        }
+        let h = &self.history;
+        if h.keep_days == 0 {
+            return Err(invalid(
+                "history.keep_days",
+                "must be at least 1 (to keep no history, set history.max_mb = 0 and \
+                 history.snapshots = false)"
+                    .into(),
+            ));
+        }
+        if h.dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(invalid(
+                "history.dir",
+                "must be an absolute path (the service does not start in a known directory)".into(),
             ));
         }
         let c = &self.call;

@@ -30,6 +30,8 @@ enum Command {
     Check(cmd::check::Args),
     /// List cameras, microphones, speakers and GPIO, with their config names.
     Devices(cmd::devices::Args),
+    /// The rings and live views the doorbell kept, newest first.
+    History(cmd::history::Args),
     /// Set the owner's password for `doorbell serve`'s pages (an Argon2 hash).
     Passwd(cmd::passwd::Args),
 }
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             Command::Ring(a) => cmd::ring::run(a).await,
             Command::Check(a) => cmd::check::run(a).await,
             Command::Devices(a) => cmd::devices::run(a).await,
+            Command::History(a) => cmd::history::run(a).await,
             Command::Passwd(a) => cmd::passwd::run(a).await,
         }
     });

@@ -97,6 +97,7 @@ async fn systemd_sees_ready_watchdog_and_a_clean_stop_during_a_call() {
         .args(["run", "--events", "json", "--config"])
         .arg(&config_path)
         .env("NOTIFY_SOCKET", &notify_path)
+        .env("STATE_DIRECTORY", dir.path().join("state"))
         .env("WATCHDOG_USEC", "1000000")
         .env_remove("WATCHDOG_PID")
         .env("RUST_LOG", "info")

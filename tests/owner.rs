@@ -381,3 +381,75 @@ async fn without_a_password_the_owner_pages_are_off_and_a_bad_file_stops_the_sta
     assert!(err.contains("doorbell passwd"), "{err}");
     assert!(!err.contains(PASSWORD), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_page_shows_the_rings_with_their_pictures_to_the_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = hash_file(dir.path());
+    // A history as the doorbell leaves it: a missed ring with its picture,
+    // an answered one without.
+    let state = dir.path().join("state");
+    let jpeg = b"\xff\xd8\xff\xe0 a picture \xff\xd9".to_vec();
+    {
+        use doorbell::history::{Attachment, Kind, Store};
+        let (store, _) = Store::open(&state).unwrap();
+        let now = doorbell::media::unix_ms();
+        let a = store.begin(Kind::Ring, 1, "r1", now - 60_000).unwrap();
+        store.attach(a, Attachment::Snapshot, &jpeg).unwrap();
+        store.ended(a, now - 30_000, "unanswered").unwrap();
+        let b = store.begin(Kind::Ring, 2, "r2", now - 20_000).unwrap();
+        store.answered(b, now - 15_000).unwrap();
+        store.ended(b, now - 5_000, "viewer_left").unwrap();
+    }
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--owner-password-file",
+            file.to_str().unwrap(),
+            "--history-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let addr = serve.addr;
+    let picture = "/history/media/000001-snapshot.jpg";
+
+    // Not signed in: the page sends to the login, the picture is not there.
+    let (status, headers, _) = get(addr, "/history", None).await;
+    assert_eq!(status, 303);
+    assert_eq!(header(&headers, "location"), Some("login"));
+    assert_eq!(get(addr, picture, None).await.0, 404);
+
+    let (_, headers, _) = login(addr, [127, 0, 0, 1], PASSWORD, "").await;
+    let cookie = cookie_pair(header(&headers, "set-cookie").unwrap());
+    let (status, _, body) = get(addr, "/owner", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<a href=\"history\">History</a>"), "{body}");
+    let (status, _, body) = get(addr, "/history", Some(&cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    let newest = body.find("row-2").expect("the answered ring");
+    let older = body.find("row-1").expect("the missed ring");
+    assert!(newest < older, "newest first: {body}");
+    assert!(body.contains("answered (talked 10 s)"), "{body}");
+    assert!(body.contains("<td>missed</td>"), "{body}");
+    assert!(
+        body.contains("src=\"history/media/000001-snapshot.jpg\""),
+        "{body}"
+    );
+
+    let (status, headers, _) = get(addr, picture, Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("image/jpeg"));
+    assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+    let length = jpeg.len().to_string();
+    assert_eq!(header(&headers, "content-length"), Some(length.as_str()));
+    // Only the names the doorbell gives its files.
+    for path in [
+        "/history/media/..%2Fhistory.db",
+        "/history/media/history.db",
+        "/history/media/000001-snapshot.jpg.tmp",
+        "/history/media/000009-snapshot.jpg",
+    ] {
+        assert_eq!(get(addr, path, Some(&cookie)).await.0, 404, "{path}");
+    }
+    drop(serve);
+}

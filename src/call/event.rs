@@ -45,6 +45,46 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    pub const ALL: [EndReason; 13] = [
+        EndReason::Unanswered,
+        EndReason::NoOffer,
+        EndReason::ViewerLeft,
+        EndReason::Hangup,
+        EndReason::MaxDuration,
+        EndReason::MediaFailed,
+        EndReason::MediaLost,
+        EndReason::AnswerFailed,
+        EndReason::RoomCollision,
+        EndReason::SignalingTimeout,
+        EndReason::SignalingUnavailable,
+        EndReason::SignalingLost,
+        EndReason::Shutdown,
+    ];
+
+    /// The reason named `s` (as in `ended{reason}`).
+    pub fn parse(s: &str) -> Option<EndReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Why it ended, in words for the owner.
+    pub fn for_owner(self) -> &'static str {
+        match self {
+            EndReason::Unanswered => "nobody answered",
+            EndReason::NoOffer | EndReason::AnswerFailed => {
+                "the link was opened but the call could not be set up"
+            }
+            EndReason::ViewerLeft => "the viewer left before the call started",
+            EndReason::Hangup => "hung up",
+            EndReason::MaxDuration => "the call reached its maximum length",
+            EndReason::MediaFailed | EndReason::MediaLost => "the connection failed",
+            EndReason::RoomCollision
+            | EndReason::SignalingTimeout
+            | EndReason::SignalingUnavailable
+            | EndReason::SignalingLost => "the signaling server could not be reached",
+            EndReason::Shutdown => "the doorbell was stopped",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Unanswered => "unanswered",

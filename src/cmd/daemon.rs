@@ -14,9 +14,10 @@ use crate::call::driver::Engine;
 use crate::call::event::CallEvent;
 use crate::chime;
 use crate::config::Config;
-use crate::history::SharedHistory;
+use crate::history::History;
 use crate::media::lease::SpeakerLease;
 use crate::media::opener::ConfiguredMedia;
+use crate::media::ring_picture::RingPictures;
 use crate::media::tap::MediaTap;
 use crate::media::MediaOpener;
 use crate::notify::{self, Notifier, NotifyError};
@@ -41,8 +42,8 @@ pub struct Options {
 pub struct Doorbell {
     pub commands: mpsc::Sender<Command>,
     pub events: broadcast::Sender<CallEvent>,
-    /// The rings since the start and how they ended.
-    pub history: SharedHistory,
+    /// Every ring and live view, and how each went.
+    pub history: History,
     /// Ends when the call loop has finished after `cancel`.
     pub task: JoinHandle<()>,
     /// GPIO buttons: their pins and interrupt threads live as long as this.
@@ -105,16 +106,37 @@ pub async fn start(
         }
     }
     let (events, _) = broadcast::channel(256);
-    // The ring history, from every call event since the start.
-    let history = SharedHistory::follow(events.subscribe(), cancel.child_token());
+    // One picture per ring, for the owner's message and the history.
+    let pictures = RingPictures::new(media.clone(), config.notify.telegram.settle_frames as usize);
+    let (dir, from) = crate::history::resolve_dir(config.history.dir.as_deref());
+    tracing::info!(dir = %dir.display(), "history kept in {} (from {from})", dir.display());
+    let opened = History::open(config.history.settings());
+    let history = opened.history;
+    history.follow(
+        events.subscribe(),
+        Some(pictures.clone()),
+        cancel.child_token(),
+    );
     let notifiers = notifiers(
         config,
         options.stdout_notifier,
         media.clone(),
+        pictures,
         commands.clone(),
         history.clone(),
         cancel.child_token(),
     )?;
+    if let Some(text) = opened.notice {
+        // Told once: the damaged database is out of the way from now on.
+        for n in notifiers.clone() {
+            let text = text.clone();
+            tokio::spawn(async move {
+                if let Err(e) = n.notice(text).await {
+                    tracing::warn!("{e}");
+                }
+            });
+        }
+    }
     let engine = Engine {
         machine: config.machine(),
         signaling,
@@ -171,8 +193,9 @@ fn notifiers(
     config: &Config,
     stdout: bool,
     media: Arc<dyn MediaOpener>,
+    pictures: RingPictures,
     commands: mpsc::Sender<Command>,
-    history: SharedHistory,
+    history: History,
     cancel: CancellationToken,
 ) -> Result<Vec<Arc<dyn Notifier>>, NotifyError> {
     let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
@@ -197,10 +220,9 @@ fn notifiers(
             notify::telegram::TelegramSettings {
                 chat_ids: t.chat_ids.clone(),
                 snapshot: t.snapshot,
-                settle_frames,
                 retry_for: t.retry_for,
             },
-            media.clone(),
+            pictures,
         )));
         notify::telegram::bot::spawn(
             api,

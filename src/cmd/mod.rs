@@ -6,6 +6,7 @@ pub mod check;
 pub mod daemon;
 pub mod demo;
 pub mod devices;
+pub mod history;
 pub mod logging;
 pub mod passwd;
 pub mod ring;

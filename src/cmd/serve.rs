@@ -66,6 +66,11 @@ pub struct Args {
     /// The window of --owner-login-failures.
     #[arg(long, default_value = "15m", value_parser = crate::spec::duration::parse)]
     pub owner_login_window: std::time::Duration,
+    /// The doorbell's history directory (its `history.dir`, e.g.
+    /// /var/lib/doorbell) when the doorbell runs on this machine: the owner
+    /// pages show its history (/history), pictures and recordings.
+    #[arg(long, value_name = "DIR")]
+    pub history_dir: Option<std::path::PathBuf>,
     /// Log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -178,6 +183,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         viewer_ice_servers,
         viewer_turn,
         owner,
+        history_dir: args.history_dir.clone(),
     };
     let server = server::start(&args.listen, settings, cancel.clone()).await?;
     eprintln!(

@@ -24,6 +24,7 @@ pub mod lease;
 pub mod memory;
 pub mod negotiate;
 pub mod opener;
+pub mod ring_picture;
 pub mod snapshot;
 pub mod stamp;
 pub mod tap;

@@ -46,6 +46,12 @@ pub trait Notifier: Send + Sync + 'static {
     fn ring_failed(&self, call: u64, reason: String)
         -> BoxFuture<'static, Result<(), NotifyError>>;
 
+    /// Something the owner should know that is not about a ring (the
+    /// history was damaged and started anew). Default: nothing.
+    fn notice(&self, _text: String) -> BoxFuture<'static, Result<(), NotifyError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Every call event, for follow-ups (answered, missed). Default: nothing.
     fn follow_up(&self, _event: CallEvent) -> BoxFuture<'static, ()> {
         Box::pin(async {})

@@ -62,6 +62,9 @@ pub struct ServerSettings {
     /// The owner's password (its Argon2 hash) and login limits; `None`: the
     /// owner pages are off.
     pub owner: Option<OwnerSettings>,
+    /// The doorbell's history directory (`history.dir`) when it runs on this
+    /// machine: the owner's history page shows it.
+    pub history_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +82,7 @@ impl Default for ServerSettings {
             viewer_ice_servers: IceServer::default_servers(),
             viewer_turn: None,
             owner: None,
+            history_dir: None,
         }
     }
 }
@@ -561,6 +565,7 @@ pub async fn start(
                 })
             },
             started: Instant::now(),
+            history_dir: hub.settings.history_dir.clone(),
         }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(hub.clone())

@@ -1,6 +1,8 @@
-//! The owner's pages of `doorbell serve`: `/login`, `/owner`, `/logout`.
-//! Plain HTML forms, no script (the content security policy allows none
-//! inline); the session logic is in [`super::owner`].
+//! The owner's pages of `doorbell serve`: `/login`, `/owner`, `/logout`,
+//! `/history` (the doorbell's history with its pictures and recordings,
+//! when `--history-dir` names it). Plain HTML forms, no script (the content
+//! security policy allows none inline); the session logic is in
+//! [`super::owner`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct Site {
     pub refusals: Arc<Refusals>,
     pub status: Box<dyn Fn() -> Status + Send + Sync>,
     pub started: Instant,
+    /// The doorbell's history directory, read-only.
+    pub history_dir: Option<std::path::PathBuf>,
 }
 
 pub fn router<S: Clone + Send + Sync + 'static>(site: Site) -> Router<S> {
@@ -36,6 +40,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(site: Site) -> Router<S> {
         .route("/login", get(get_login).post(post_login))
         .route("/owner", get(get_owner))
         .route("/logout", post(post_logout))
+        .route("/history", get(get_history))
+        .route("/history/media/{name}", get(get_history_file))
         .with_state(Arc::new(site))
 }
 
@@ -209,11 +215,134 @@ async fn get_owner(State(site): State<Arc<Site>>, headers: HeaderMap) -> Respons
             "<p>Signed in.</p>\n<ul>\n<li>Rings open now: <span id=\"rings\">{rings}</span></li>\n\
              <li>Connections: <span id=\"connections\">{connections}</span></li>\n\
              <li>Server up for: {}h {:02}m</li>\n</ul>\n\
+             <p><a href=\"history\">History</a></p>\n\
              <form method=\"post\" action=\"logout\"><button type=\"submit\">Sign out</button></form>",
             up / 3600,
             (up / 60) % 60
         ),
     )
+}
+
+/// Rows on the history page.
+const HISTORY_ROWS: usize = 100;
+
+async fn get_history(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+    if site.owner.is_none() {
+        return off();
+    }
+    if !signed_in(&site, &headers) {
+        return redirect("login");
+    }
+    let Some(dir) = site.history_dir.clone() else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "History",
+            "<p>This server does not know where the doorbell keeps its history: start \
+             <code>doorbell serve</code> with <code>--history-dir</code> (the doorbell's \
+             <code>history.dir</code>, /var/lib/doorbell under systemd).</p>",
+        );
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        crate::history::Store::read_only(&dir)?
+            .map(|s| s.recent(HISTORY_ROWS))
+            .transpose()
+    })
+    .await;
+    let rows = match read {
+        Ok(Ok(rows)) => rows.unwrap_or_default(),
+        Ok(Err(e)) => {
+            tracing::error!("history page: {e}");
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "History",
+                "<p>The history could not be read; the server's log says why.</p>",
+            );
+        }
+        Err(e) => {
+            tracing::error!("history page: {e}");
+            return page(StatusCode::INTERNAL_SERVER_ERROR, "History", "");
+        }
+    };
+    page(StatusCode::OK, "History", &history_table(&rows))
+}
+
+/// The rows as a table, newest first; pictures and clips link to their files.
+fn history_table(rows: &[crate::history::Row]) -> String {
+    if rows.is_empty() {
+        return "<p>No ring yet.</p>\n<p><a href=\"owner\">Back</a></p>".into();
+    }
+    let file = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    };
+    let mut html = String::from(
+        "<table class=\"history\">\n<thead><tr><th>When</th><th>What</th>\
+         <th>How it went</th><th>Picture</th><th>Recording</th></tr></thead>\n<tbody>\n",
+    );
+    for r in rows {
+        let when = crate::notify::telegram::day_and_clock(r.started_ms);
+        let picture = file(&r.snapshot)
+            .map(|n| {
+                format!(
+                    "<a href=\"history/media/{n}\"><img src=\"history/media/{n}\" alt=\"The visitor \
+                     at {when}\" width=\"160\" height=\"120\" loading=\"lazy\"></a>"
+                )
+            })
+            .unwrap_or_default();
+        let clip = file(&r.clip)
+            .map(|n| format!("<video src=\"history/media/{n}\" controls preload=\"none\" width=\"240\"></video>"))
+            .unwrap_or_default();
+        html.push_str(&format!(
+            "<tr id=\"row-{}\"><td>{when}</td><td>{}</td><td>{}</td><td>{picture}</td><td>{clip}</td></tr>\n",
+            r.id,
+            r.kind.as_str(),
+            escape(&r.describe()),
+        ));
+    }
+    html.push_str("</tbody>\n</table>\n<p><a href=\"owner\">Back</a></p>");
+    html
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A picture or recording of the history: only names the doorbell gives
+/// its files (`000012-snapshot.jpg`, `000012-clip.mp4`), so no request can
+/// reach another file.
+async fn get_history_file(
+    State(site): State<Arc<Site>>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    if site.owner.is_none() || !signed_in(&site, &headers) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let kind = match name.split_once('-') {
+        Some((id, "snapshot.jpg")) if id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit()) => {
+            "image/jpeg"
+        }
+        Some((id, "clip.mp4")) if id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit()) => {
+            "video/mp4"
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let Some(dir) = &site.history_dir else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let path = dir.join(crate::history::store::MEDIA_DIR).join(&name);
+    match tokio::fs::read(&path).await {
+        Ok(data) => {
+            let mut r = (StatusCode::OK, data).into_response();
+            secure_headers(r.headers_mut(), kind);
+            r
+        }
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn post_logout(

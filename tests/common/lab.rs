@@ -471,6 +471,8 @@ impl Daemon {
             }
             None => Command::new(binary),
         };
+        // The history in the test's directory, not the user's.
+        command.env("STATE_DIRECTORY", dir.path().join("state"));
         command.envs(launch.env.iter().map(|(k, v)| (k, v)));
         command
             .args(["run", "--config"])

@@ -118,6 +118,7 @@ pub fn loopback_config(url: &str, dir: &Path) -> Config {
     c.audio.speaker = format!("wav:{}", dir.join("call-{call}.wav").display());
     c.button.sources.clear();
     c.control.socket = Some(dir.join("control.sock"));
+    c.history.dir = Some(dir.join("history"));
     c.validate(Path::new("test")).expect("test config is valid");
     c
 }

@@ -28,10 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, ErrorKind, Incoming};
-use super::{clock, day_and_clock, why, SNAPSHOT_LIMIT};
+use super::{clock, day_and_clock, SNAPSHOT_LIMIT};
 use crate::backoff::Backoff;
 use crate::call::command::{Command, RingReply, StateKind, Status};
-use crate::history::{Entry, History, Outcome, SharedHistory};
+use crate::history::{History, Row};
 use crate::media::{snapshot, unix_ms, MediaOpener};
 use crate::notify::retry::retry;
 
@@ -45,12 +45,15 @@ const STALE_AFTER_S: i64 = 120;
 const REPLY_RETRY: Duration = Duration::from_secs(10);
 /// How long the call loop gets to answer a command.
 const COMMAND_LIMIT: Duration = Duration::from_secs(5);
+/// Rows in `/history`, and how many of them come with their picture.
+const HISTORY_ROWS: usize = 10;
+const HISTORY_PHOTOS: usize = 3;
 
 const HELP: &str = "Commands:\n\
 /status - idle or in a call, uptime, last ring\n\
 /snapshot - a photo from the door now\n\
 /ring - ring like the button (tests the whole chain)\n\
-/history - the last 10 rings";
+/history - the last 10 rings, with pictures";
 
 /// What the bot needs.
 pub struct BotSettings {
@@ -67,7 +70,7 @@ pub fn spawn(
     settings: BotSettings,
     media: Arc<dyn MediaOpener>,
     commands: mpsc::Sender<Command>,
-    history: SharedHistory,
+    history: History,
     cancel: CancellationToken,
 ) {
     let bot = Arc::new(Bot {
@@ -93,7 +96,7 @@ struct Bot {
     settings: BotSettings,
     media: Arc<dyn MediaOpener>,
     commands: mpsc::Sender<Command>,
-    history: SharedHistory,
+    history: History,
     /// `@name` from getMe, to tell our commands from other bots' in groups.
     username: Mutex<Option<String>>,
 }
@@ -304,7 +307,7 @@ impl Bot {
         match command {
             BotCommand::Status => Some(match self.status().await {
                 Some(status) => {
-                    let last = self.history().last().cloned();
+                    let last = self.history.last_ring();
                     status_text(&status, last.as_ref())
                 }
                 None => "The doorbell did not answer in time.".into(),
@@ -328,13 +331,36 @@ impl Bot {
                     None => "The doorbell did not answer in time.".into(),
                 })
             }
-            BotCommand::History => Some(history_text(&self.history())),
+            BotCommand::History => self.history(chat).await,
             BotCommand::Help | BotCommand::Unknown => Some(HELP.into()),
         }
     }
 
-    fn history(&self) -> std::sync::MutexGuard<'_, History> {
-        self.history.lock()
+    /// `/history`: the list, then the pictures of the newest rows that have
+    /// one, each captioned with its line.
+    async fn history(&self, chat: i64) -> Option<String> {
+        let rows = self.history.recent(HISTORY_ROWS);
+        self.reply(chat, &history_text(&rows)).await;
+        let with_pictures = rows.iter().filter_map(|r| Some((r, r.snapshot.as_ref()?)));
+        for (row, path) in with_pictures.take(HISTORY_PHOTOS) {
+            let photo = match tokio::fs::read(path).await {
+                Ok(data) => bytes::Bytes::from(data),
+                Err(e) => {
+                    tracing::warn!("telegram: /history: {}: {e}", path.display());
+                    continue;
+                }
+            };
+            let caption = row_text(row);
+            let label = format!("telegram: history photo to chat {chat}");
+            let sent = retry(&label, REPLY_RETRY, || {
+                self.api.send_photo(chat, photo.clone(), &caption, None)
+            })
+            .await;
+            if let Err(e) = sent {
+                tracing::warn!("{label}: {e}");
+            }
+        }
+        None
     }
 
     async fn status(&self) -> Option<Status> {
@@ -409,7 +435,7 @@ fn poll_backoff(failures: u32) -> Duration {
     POLL_BACKOFF.base(failures)
 }
 
-fn status_text(status: &Status, last: Option<&Entry>) -> String {
+fn status_text(status: &Status, last: Option<&Row>) -> String {
     let state = match status.state {
         StateKind::Idle => "Idle.".to_string(),
         StateKind::InCall => "In a call.".to_string(),
@@ -430,57 +456,34 @@ fn status_text(status: &Status, last: Option<&Entry>) -> String {
         "not connected"
     };
     let last = match last {
-        Some(e) => format!(
-            "Last ring: {}, {}.",
-            day_and_clock(e.at_ms),
-            outcome_text(e.outcome)
-        ),
-        None => "No ring since the doorbell started.".into(),
+        Some(r) => format!("Last ring: {}.", row_text(r)),
+        None => "No ring yet.".into(),
     };
     format!("{state}\nUp {uptime}. Signaling server: {signaling}.\n{last}")
 }
 
-/// `/history`: newest first, one line per ring.
-fn history_text(history: &History) -> String {
-    if history.is_empty() {
-        return "No ring since the doorbell started.".into();
+/// `/history`: newest first, one line per ring or live view.
+fn history_text(rows: &[Row]) -> String {
+    if rows.is_empty() {
+        return "No ring yet.".into();
     }
-    let mut text = format!("The last {} ring(s), newest first:", history.len());
-    for e in history.entries() {
-        text.push_str(&format!(
-            "\n{}: {}",
-            day_and_clock(e.at_ms),
-            outcome_text(e.outcome)
-        ));
+    let mut text = format!("The last {}, newest first:", rows.len());
+    for r in rows {
+        text.push('\n');
+        text.push_str(&row_text(r));
     }
     text
 }
 
-fn outcome_text(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Ringing => "in progress".into(),
-        Outcome::Answered => "answered".into(),
-        Outcome::Missed => "missed".into(),
-        Outcome::Failed(reason) => format!("not answered: {}", why(reason)),
-    }
+/// `Mon 2 Jun 14:03, answered (talked 1 min 20 s)`.
+fn row_text(r: &Row) -> String {
+    format!("{}, {}", day_and_clock(r.started_ms), r.describe())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::event::{CallEvent, EndReason, Event, EventKind};
-
-    fn event(call: u64, ts: u64, kind: EventKind) -> CallEvent {
-        CallEvent {
-            event: Event {
-                call,
-                room: "r".into(),
-                kind,
-            },
-            ts,
-        }
-    }
-
+    use crate::history::Outcome;
     #[test]
     fn commands_parse_like_telegram_sends_them() {
         assert_eq!(
@@ -524,70 +527,70 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 
-    #[test]
-    fn history_keeps_the_last_ten_rings_and_how_they_ended() {
-        let mut h = History::default();
-        assert_eq!(history_text(&h), "No ring since the doorbell started.");
-        for call in 1..=12u64 {
-            let ts = 1_700_000_000_000 + call * 60_000;
-            h.record(&event(call, ts, EventKind::Ringing));
-            h.record(&event(call, ts, EventKind::RoomCreated));
-            match call % 3 {
-                0 => {
-                    h.record(&event(call, ts, EventKind::Answered));
-                    h.record(&event(call, ts, EventKind::Connected));
-                    h.record(&event(
-                        call,
-                        ts,
-                        EventKind::Ended {
-                            reason: EndReason::ViewerLeft,
-                        },
-                    ));
-                }
-                1 => h.record(&event(
-                    call,
-                    ts,
-                    EventKind::Ended {
-                        reason: EndReason::Unanswered,
-                    },
-                )),
-                _ => h.record(&event(
-                    call,
-                    ts,
-                    EventKind::Ended {
-                        reason: EndReason::SignalingUnavailable,
-                    },
-                )),
-            }
+    fn row(id: i64, started_ms: u64, outcome: Outcome) -> Row {
+        Row {
+            id,
+            kind: crate::history::Kind::Ring,
+            call: id as u64,
+            room: "r".into(),
+            started_ms,
+            answered_ms: None,
+            ended_ms: None,
+            outcome,
+            reason: None,
+            snapshot: None,
+            clip: None,
+            bytes: 0,
         }
-        h.record(&event(13, 1_700_000_900_000, EventKind::Ringing));
-        let mut outcomes: Vec<(u64, Outcome)> = h.entries().map(|e| (e.call, e.outcome)).collect();
-        outcomes.reverse(); // oldest first
-        assert_eq!(outcomes.len(), History::KEEP);
-        assert_eq!(outcomes[0], (4, Outcome::Missed));
+    }
+
+    #[test]
+    fn history_lines_say_how_each_ring_went() {
+        assert_eq!(history_text(&[]), "No ring yet.");
+        let t = 1_700_000_000_000;
+        let answered = Row {
+            answered_ms: Some(t + 8_000),
+            ended_ms: Some(t + 88_000),
+            reason: Some("viewer_left".into()),
+            ..row(3, t, Outcome::Answered)
+        };
+        let missed = Row {
+            ended_ms: Some(t + 30_000),
+            reason: Some("unanswered".into()),
+            ..row(2, t, Outcome::Missed)
+        };
+        let failed = Row {
+            reason: Some("signaling_unavailable".into()),
+            ..row(1, t, Outcome::Failed)
+        };
+        let live = Row {
+            kind: crate::history::Kind::Live,
+            ended_ms: Some(t + 45_000),
+            ..row(5, t, Outcome::Answered)
+        };
+        let text = history_text(&[
+            row(6, t, Outcome::Ringing),
+            live,
+            row(4, t, Outcome::Interrupted),
+            answered,
+            missed,
+            failed,
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "The last 6, newest first:");
+        let when = day_and_clock(t);
+        assert_eq!(lines[1], format!("{when}, ringing now"));
+        assert_eq!(lines[2], format!("{when}, live view (45 s)"));
         assert_eq!(
-            outcomes[1],
-            (5, Outcome::Failed(EndReason::SignalingUnavailable))
+            lines[3],
+            format!("{when}, not answered: the doorbell stopped")
         );
+        assert_eq!(lines[4], format!("{when}, answered (talked 1 min 20 s)"));
+        assert_eq!(lines[5], format!("{when}, missed"));
         assert_eq!(
-            outcomes[2],
-            (6, Outcome::Answered),
-            "an answered call that ended stays answered"
+            lines[6],
+            format!("{when}, not answered: the signaling server could not be reached")
         );
-        assert_eq!(outcomes[9], (13, Outcome::Ringing));
-        let text = history_text(&h);
-        assert!(
-            text.starts_with("The last 10 ring(s), newest first:"),
-            "{text}"
-        );
-        let lines: Vec<&str> = text.lines().skip(1).collect();
-        assert!(lines[0].ends_with("in progress"), "{text}");
-        assert!(lines[1].ends_with("answered"), "{text}");
-        assert!(
-            lines[2].ends_with("not answered: the signaling server could not be reached"),
-            "{text}"
-        );
-        assert!(lines[3].ends_with("missed"), "{text}");
     }
 
     #[test]
@@ -599,11 +602,7 @@ mod tests {
             signaling_up: true,
             uptime_s: 2 * 3600 + 5 * 60,
         };
-        let last = Entry {
-            call: 3,
-            at_ms: 1_700_000_000_000,
-            outcome: Outcome::Ringing,
-        };
+        let last = row(3, 1_700_000_000_000, Outcome::Ringing);
         let text = status_text(&status, Some(&last));
         assert!(text.starts_with("Ringing (waiting viewer)."), "{text}");
         assert!(
@@ -623,7 +622,7 @@ mod tests {
         };
         assert_eq!(
             status_text(&idle, None),
-            "Idle.\nUp 0 min. Signaling server: not connected.\nNo ring since the doorbell started."
+            "Idle.\nUp 0 min. Signaling server: not connected.\nNo ring yet."
         );
     }
 }

@@ -22,7 +22,7 @@ pub mod api;
 pub mod bot;
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::future::{BoxFuture, FutureExt};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,11 +32,12 @@ use super::retry::retry;
 use super::{Notifier, NotifyError, Ring};
 use crate::call::event::CallEvent;
 use crate::call::event::{EndReason, EventKind};
-use crate::media::{snapshot, unix_ms, MediaOpener};
+use crate::media::ring_picture::{Picture, RingPictures};
+use crate::media::unix_ms;
 
 /// A camera that gives no picture in this long is given up for this ring:
 /// the message goes out as text.
-pub const SNAPSHOT_LIMIT: Duration = Duration::from_secs(3);
+pub use crate::media::ring_picture::SNAPSHOT_LIMIT;
 /// Calls whose messages are remembered for follow-ups.
 const CALLS_KEPT: usize = 16;
 /// The button's text.
@@ -48,8 +49,6 @@ pub struct TelegramSettings {
     pub chat_ids: Vec<i64>,
     /// Send a photo with the ring (else text only).
     pub snapshot: bool,
-    /// Camera frames thrown away before the picture.
-    pub settle_frames: usize,
     /// How long one message is retried.
     pub retry_for: Duration,
 }
@@ -61,11 +60,11 @@ pub struct TelegramNotifier {
 struct Inner {
     api: Api,
     settings: TelegramSettings,
-    media: Arc<dyn MediaOpener>,
+    pictures: RingPictures,
     calls: Mutex<BTreeMap<u64, CallState>>,
 }
 
-type Snapshot = Shared<BoxFuture<'static, Option<Bytes>>>;
+type Snapshot = Picture;
 
 /// What one call has done so far, as far as its messages are concerned.
 #[derive(Default)]
@@ -87,12 +86,13 @@ enum Outcome {
 }
 
 impl TelegramNotifier {
-    pub fn new(api: Api, settings: TelegramSettings, media: Arc<dyn MediaOpener>) -> Self {
+    /// `pictures`: the ring's picture, shared with the history.
+    pub fn new(api: Api, settings: TelegramSettings, pictures: RingPictures) -> Self {
         Self {
             inner: Arc::new(Inner {
                 api,
                 settings,
-                media,
+                pictures,
                 calls: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -116,6 +116,24 @@ impl Notifier for TelegramNotifier {
     ) -> BoxFuture<'static, Result<(), NotifyError>> {
         let inner = self.inner.clone();
         async move { inner.ring_failed(call, reason).await }.boxed()
+    }
+
+    fn notice(&self, text: String) -> BoxFuture<'static, Result<(), NotifyError>> {
+        let inner = self.inner.clone();
+        async move {
+            let sends = inner
+                .settings
+                .chat_ids
+                .iter()
+                .map(|&chat| inner.deliver(chat, None, &text, None, "notice"));
+            let errors = futures_util::future::join_all(sends)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            inner.outcome(errors)
+        }
+        .boxed()
     }
 
     fn follow_up(&self, event: CallEvent) -> BoxFuture<'static, ()> {
@@ -150,42 +168,10 @@ impl Inner {
                 c.rang_at = Some(at.unwrap_or_else(unix_ms));
             }
             if want_picture && c.snapshot.is_none() {
-                c.snapshot = Some(self.start_snapshot());
+                c.snapshot = Some(self.pictures.of(call));
             }
             (c.rang_at.unwrap_or_default(), c.snapshot.clone())
         })
-    }
-
-    /// Takes a picture on a blocking thread, starting now.
-    fn start_snapshot(&self) -> Snapshot {
-        let media = self.media.clone();
-        let settle = self.settings.settle_frames;
-        let job = tokio::spawn(async move {
-            let work = tokio::task::spawn_blocking(move || snapshot::take(media.as_ref(), settle));
-            match tokio::time::timeout(SNAPSHOT_LIMIT, work).await {
-                Ok(Ok(Ok(Some(jpeg)))) => {
-                    tracing::debug!("telegram: snapshot {jpeg:?}");
-                    Some(Bytes::from(jpeg.data))
-                }
-                Ok(Ok(Ok(None))) => None,
-                Ok(Ok(Err(e))) => {
-                    tracing::warn!("telegram: no picture for the ring message: {e}");
-                    None
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!("telegram: no picture for the ring message: {e}");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "telegram: no picture for the ring message: the camera gave none in {} s",
-                        SNAPSHOT_LIMIT.as_secs()
-                    );
-                    None
-                }
-            }
-        });
-        async move { job.await.ok().flatten() }.boxed().shared()
     }
 
     async fn ring(&self, ring: Ring) -> Result<(), NotifyError> {
@@ -419,21 +405,7 @@ fn missed_note(reason: EndReason) -> String {
 
 /// A call's end, for the owner.
 pub(crate) fn why(reason: EndReason) -> &'static str {
-    match reason {
-        EndReason::Unanswered => "nobody answered",
-        EndReason::NoOffer | EndReason::AnswerFailed => {
-            "the link was opened but the call could not be set up"
-        }
-        EndReason::ViewerLeft => "the viewer left before the call started",
-        EndReason::Hangup => "hung up",
-        EndReason::MaxDuration => "the call reached its maximum length",
-        EndReason::MediaFailed | EndReason::MediaLost => "the connection failed",
-        EndReason::RoomCollision
-        | EndReason::SignalingTimeout
-        | EndReason::SignalingUnavailable
-        | EndReason::SignalingLost => "the signaling server could not be reached",
-        EndReason::Shutdown => "the doorbell was stopped",
-    }
+    reason.for_owner()
 }
 
 /// `14:03`, local time.
