@@ -2,7 +2,7 @@
 //! camera and microphone devices, driven over the DevTools protocol. It opens
 //! the link a ring produced and shows, through `getStats()`, that H.264
 //! frames are decoded and that audio flows both ways (with the page's open
-//! talk on: the page is push-to-talk); the page reloads and
+//! talk on: the page is push-to-talk, `tests/talk.rs`); the page reloads and
 //! gets back into the same call; a second tab on the same link is told
 //! someone else answered; the hang-up button ends the call.
 
