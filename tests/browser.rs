@@ -1,7 +1,8 @@
 //! The web viewer in a real browser: Debian's Chromium, headless, with fake
 //! camera and microphone devices, driven over the DevTools protocol. It opens
 //! the link a ring produced and shows, through `getStats()`, that H.264
-//! frames are decoded and that audio flows both ways; the page reloads and
+//! frames are decoded and that audio flows both ways (with the page's open
+//! talk on: the page is push-to-talk, `tests/talk.rs`); the page reloads and
 //! gets back into the same call; a second tab on the same link is told
 //! someone else answered; the hang-up button ends the call.
 
@@ -35,6 +36,25 @@ const STATS: &str = r#"(async () => {
   return out;
 })()"#;
 
+/// Switches the page's "Open talk" on once it has a microphone: the page is
+/// push-to-talk, and this test wants the owner heard throughout. Not on a
+/// page that is about to be reloaded (`window.old`).
+const OPEN_TALK: &str = r#"(() => {
+  const s = document.getElementById("opentalk");
+  if (window.old || !s || s.disabled) return false;
+  if (!s.checked) s.click();
+  return window.doorbell.talking;
+})()"#;
+
+async fn open_talk(page: &mut cdp::Page) {
+    let start = Instant::now();
+    // A page still loading answers null.
+    while page.eval(OPEN_TALK).await != true {
+        assert!(start.elapsed() < WAIT, "the page did not open talk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn num(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(0.0)
 }
@@ -56,6 +76,7 @@ async fn chromium_answers_the_door() {
 
     let browser = cdp::launch(&link);
     let mut page = browser.page("room=").await;
+    open_talk(&mut page).await;
     let start = Instant::now();
     let stats = loop {
         let s = page.eval(STATS).await;
@@ -83,8 +104,9 @@ async fn chromium_answers_the_door() {
     // The page reloads: it joins again holding its seat (sessionStorage
     // survives a reload), offers again, and the same call goes on.
     let reloaded = Instant::now();
+    page.eval("window.old = true").await;
     page.call("Page.reload", serde_json::json!({})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    open_talk(&mut page).await;
     let stats = loop {
         let s = page.eval(STATS).await;
         if s["state"] == "connected" && num(&s, "framesDecoded") >= 30.0 {

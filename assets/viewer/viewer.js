@@ -12,6 +12,11 @@
 // "full"); the doorbell hears a new viewer and answers a new offer. Only the
 // Hang up button says "bye": a page that goes away may be coming back.
 //
+// Talking is push-to-talk: the owner's microphone is on the call from the
+// start, but muted until the Talk button or the space bar is held, or "Open
+// talk" is switched on (see the talk section below). The visitor is always
+// heard.
+//
 // Query: ?room=NAME (required). &processing=off turns off echo cancellation,
 // noise suppression and gain control (measurements and tests only).
 "use strict";
@@ -36,6 +41,7 @@ const state = {
   lostSince: null,      // when the current attempt to come back began
   retry: 0, retryTimer: null, disconnectTimer: null,
   serverLost: false,    // the server went away while the call's media stayed up
+  talking: false,       // the door hears the owner's microphone
 };
 window.doorbell = state; // for tests and the curious
 
@@ -140,7 +146,9 @@ function end(name, text, note) {
   show(name, text, note);
   closePeer();
   if (state.mic) state.mic.getTracks().forEach((t) => t.stop());
-  $("mute").disabled = true;
+  $("talk").disabled = true;
+  $("opentalk").disabled = true;
+  updateTalk();
   $("hangup").disabled = true;
   const ws = state.ws;
   if (ws) setTimeout(() => ws.close(), 200);
@@ -298,6 +306,85 @@ function serverOnly() {
   state.retryTimer = setTimeout(() => { state.retryTimer = null; startSignaling(); }, delay);
 }
 
+// --- Talking: the owner's microphone is open only while asked for ---
+//
+// The microphone's track is disabled (the browser sends silence; the track
+// stays on the call, so nothing is negotiated again) until the Talk button
+// is held with a mouse, a finger or a pen (pointer events), or the space bar
+// is held, or "Open talk" is on. A hold ends when it is let go, when the
+// pointer leaves the button, and when the window loses focus or the page is
+// hidden: the key-up or pointer-up may then never reach the page. Open talk
+// stays on until it is switched off; it is also the way to talk for those
+// who cannot hold a button.
+const talk = { pointer: false, key: false, open: false };
+
+function updateTalk() {
+  const track = state.mic && state.mic.getAudioTracks()[0];
+  const on = !!track && !state.ended && (talk.open || talk.pointer || talk.key);
+  if (track) track.enabled = on;
+  state.talking = on;
+  $("talk").setAttribute("aria-pressed", String(on));
+  $("talk").textContent = on ? "Talking…" : "Hold to talk";
+  $("talkhint").className = on ? "talking" : "";
+  $("talkhint").textContent = !track ? "" : on ? "The visitor hears you."
+    : "The visitor does not hear you: hold the button or the space bar to talk, or switch on open talk.";
+}
+
+function letGo() {
+  if (!talk.pointer && !talk.key) return;
+  talk.pointer = false;
+  talk.key = false;
+  updateTalk();
+}
+
+// Space anywhere on the page, except where it types text.
+function spaceForTalk(e) {
+  if (e.code !== "Space" && e.key !== " ") return false;
+  const el = e.target;
+  if (!el || el.isContentEditable || el.tagName === "TEXTAREA" || el.tagName === "SELECT") return false;
+  return !(el.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset", "range"].includes(el.type));
+}
+
+function setUpTalk() {
+  const button = $("talk");
+  button.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0 || button.disabled) return; // the main button, a finger or a pen
+    talk.pointer = true;
+    updateTalk();
+  });
+  for (const ev of ["pointerup", "pointercancel", "pointerleave"]) {
+    button.addEventListener(ev, () => {
+      if (!talk.pointer) return;
+      talk.pointer = false;
+      updateTalk();
+    });
+  }
+  button.addEventListener("contextmenu", (e) => e.preventDefault()); // a long press
+  // The default of space is to scroll, or to click the focused button or
+  // switch when it comes up: hang up, or turn open talk on or off. Taking
+  // both events keeps space for talking alone.
+  document.addEventListener("keydown", (e) => {
+    if (!spaceForTalk(e) || e.ctrlKey || e.altKey || e.metaKey) return;
+    e.preventDefault();
+    if (e.repeat || talk.key || button.disabled) return;
+    talk.key = true;
+    updateTalk();
+  });
+  document.addEventListener("keyup", (e) => {
+    if (!spaceForTalk(e)) return;
+    e.preventDefault();
+    if (!talk.key) return;
+    talk.key = false;
+    updateTalk();
+  });
+  window.addEventListener("blur", letGo);
+  document.addEventListener("visibilitychange", () => { if (document.hidden) letGo(); });
+  $("opentalk").addEventListener("change", () => {
+    talk.open = $("opentalk").checked;
+    updateTalk();
+  });
+}
+
 async function main() {
   if (!room) {
     show("error", "This link has no room.", "Open the link from the doorbell's message.");
@@ -306,13 +393,7 @@ async function main() {
   state.seat = seatFor(room);
   show("connecting", "Connecting…");
   $("hangup").onclick = hangUp;
-  $("mute").onclick = () => {
-    const t = state.mic && state.mic.getAudioTracks()[0];
-    if (!t) return;
-    t.enabled = !t.enabled;
-    $("mute").setAttribute("aria-pressed", String(!t.enabled));
-    $("mute").textContent = t.enabled ? "Mute" : "Unmute";
-  };
+  setUpTalk();
   $("unmute").onclick = () => { $("door").play(); $("unmute").hidden = true; };
   // A new network (Wi-Fi to mobile data): if the media does not survive it,
   // come back on the new one at once rather than after the browser notices.
@@ -323,7 +404,9 @@ async function main() {
   if (navigator.connection) navigator.connection.addEventListener("change", networkChanged);
 
   state.mic = await getMicrophone();
-  $("mute").disabled = !state.mic;
+  updateTalk(); // muted until asked for
+  $("talk").disabled = !state.mic;
+  $("opentalk").disabled = !state.mic;
   startSignaling();
 }
 
