@@ -55,7 +55,17 @@ pub struct Config {
     pub control: ControlConfig,
     pub notify: NotifyConfig,
     pub history: HistoryConfig,
+    pub record: RecordConfig,
     pub log: LogConfig,
+}
+
+/// `[record]`: recordings kept in the history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Record every answered call (the door's video, both voices mixed) to
+    /// an MP4 file in the history.
+    pub calls: bool,
 }
 
 /// `[history]`: every ring and live view, kept on disk (src/history/).

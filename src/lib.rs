@@ -19,13 +19,14 @@
 //!    rules, the Engine.IO and Socket.IO codecs.
 //! 3. **Adapters**, one per outside crate: [`peer`] (webrtc-rs),
 //!    [`signaling::client`] (our Socket.IO client over hyper, tungstenite and
-//!    native-tls), `media::h264` (openh264), `media::audio` (opus),
+//!    native-tls), `media::h264` (openh264), `media::audio` (opus), `media::mp4` (muxide),
 //!    `media::device` (cpal), `media::v4l2` (v4l), [`gpio`] (rppal), the
 //!    Telegram API (teloxide), [`server`] (socketioxide and axum).
 //! 4. **Subsystems**: the peer session of a call ([`call::session`]), media
 //!    pipelines and the devices of a call (`media::opener`, `media::lease`,
 //!    `media::tap`), [`button`] sources, the [`chime`], the notifiers
-//!    ([`notify`]), the ring [`history`], [`systemd`].
+//!    ([`notify`]), the [`history`] on disk and call recordings ([`record`]),
+//!    [`systemd`].
 //! 5. **The call loop** ([`call::driver`]): inputs in, the machine decides,
 //!    actions out.
 //! 6. **[`config`]**: the file, made of the subsystems' settings.
@@ -48,6 +49,7 @@ pub mod history;
 pub mod media;
 pub mod notify;
 pub mod peer;
+pub mod record;
 pub mod redact;
 pub mod sdp;
 pub mod secret;

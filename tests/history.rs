@@ -1,7 +1,9 @@
 //! The history on disk, with the real binary: rings kept across restarts
 //! with their pictures (checked by ffprobe), `doorbell history` in both
 //! forms, a SIGKILL at any moment leaving a consistent database and no
-//! stray files, and a damaged database moved aside with the owner told once.
+//! stray files, a damaged database moved aside with the owner told once,
+//! and calls recorded to MP4 (`record.calls`), checked by ffprobe, ffmpeg
+//! and Chromium.
 
 mod common;
 #[path = "common/fake_telegram.rs"]
@@ -9,6 +11,7 @@ mod fake_telegram;
 
 use common::lab::Daemon;
 use common::matrix::{config, normal_ring};
+use common::probe::*;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -40,29 +43,6 @@ fn rows(config: &Path) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-/// ffprobe's view of a file: its streams and format, as JSON.
-fn ffprobe(path: &Path) -> Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_streams",
-            "-show_format",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs (Debian package ffmpeg; scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Writes the doorbell's config with the history in `state`; its path.
@@ -294,4 +274,79 @@ async fn a_damaged_database_is_moved_aside_and_the_owner_told_once() {
     );
     assert_eq!(rows(&cfg).len(), 1);
     files_match_rows(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_calls_are_recorded_with_both_voices() {
+    let server = test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(dir.path(), &server.url, &state, "[record]\ncalls = true\n");
+    let mut bell = start(&cfg);
+    bell.wait_log("connected to the signaling server").await;
+    // The door's microphone is a 440 Hz tone; the viewer talks at 1000 Hz
+    // for 600 ms of the call.
+    normal_ring(&mut bell, &server.url).await;
+    let (recorded, _) = bell.until("recorded").await;
+    assert_eq!(recorded["what"], "call");
+    let clip = std::path::PathBuf::from(recorded["file"].as_str().unwrap());
+    let seconds = recorded["seconds"].as_f64().unwrap();
+    assert!(seconds > 0.5, "{recorded}");
+
+    let probe = ffprobe(&clip);
+    let streams = probe["streams"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = streams
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap(),
+                s["codec_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("video", "h264"), ("audio", "opus")], "{probe}");
+    let video = seconds_of(&probe, &streams[0]);
+    assert!(
+        (video - seconds).abs() <= 0.05 * seconds + 0.05,
+        "video {video} s against {seconds} s recorded"
+    );
+    assert_eq!(
+        (streams[0]["width"].as_u64(), streams[0]["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    let first = first_video_frame(&clip);
+    assert_eq!(
+        (first["key_frame"].as_u64(), first["pict_type"].as_str()),
+        (Some(1), Some("I")),
+        "{first}"
+    );
+
+    // Both voices, mixed into the one track.
+    let pcm = decoded_audio(&clip);
+    let door = doorbell::media::audio::power_share(&pcm, 440.0);
+    let viewer = doorbell::media::audio::power_share(&pcm, 1000.0);
+    assert!(
+        door > 0.1 && viewer > 0.02,
+        "440 Hz share {door:.3}, 1000 Hz share {viewer:.3}"
+    );
+
+    let rows = rows(&cfg);
+    assert_eq!(rows[0]["clip"].as_str(), clip.to_str());
+    assert!(clip.starts_with(state.join("media")));
+    files_match_rows(&state);
+
+    let (duration, time) = chromium_plays(&clip).await;
+    assert!(
+        (duration - seconds).abs() < 0.1 * seconds + 0.1,
+        "Chromium: {duration} s"
+    );
+    assert!(time > 0.3, "Chromium's time advanced to {time} s");
+    eprintln!(
+        "record | call {seconds:.2} s, ffprobe video {video:.2} s, 440 Hz {door:.2}, 1000 Hz {viewer:.2}, Chromium {duration:.2} s played to {time:.2} s"
+    );
+    assert!(bell.stop().success());
+}
+
+fn seconds_of(probe: &Value, stream: &Value) -> f64 {
+    seconds(probe, stream)
 }

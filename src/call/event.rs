@@ -127,6 +127,12 @@ pub enum EventKind {
     },
     /// The button was pressed while a call was in progress.
     Busy,
+    /// A recording of the call was kept (`what`: `call`), in `file`.
+    Recorded {
+        what: String,
+        file: String,
+        seconds: f64,
+    },
 }
 
 impl EventKind {
@@ -143,6 +149,7 @@ impl EventKind {
             EventKind::Ended { .. } => "ended",
             EventKind::Error { .. } => "error",
             EventKind::Busy => "busy",
+            EventKind::Recorded { .. } => "recorded",
         }
     }
 }
@@ -178,6 +185,15 @@ impl CallEvent {
             EventKind::Notified { link } => v["link"] = json!(link),
             EventKind::Ended { reason } => v["reason"] = json!(reason.as_str()),
             EventKind::Error { what } => v["what"] = json!(what),
+            EventKind::Recorded {
+                what,
+                file,
+                seconds,
+            } => {
+                v["what"] = json!(what);
+                v["file"] = json!(file);
+                v["seconds"] = json!((seconds * 10.0).round() / 10.0);
+            }
             _ => {}
         }
         v

@@ -117,6 +117,26 @@ pub async fn start(
         Some(pictures.clone()),
         cancel.child_token(),
     );
+    let mut taps: Vec<Arc<dyn MediaTap>> = options.tap.into_iter().collect();
+    if config.record.calls {
+        let v = &config.video;
+        taps.push(crate::record::CallRecorder::start(
+            history.clone(),
+            &events,
+            crate::record::RecordVideo {
+                width: v.width,
+                height: v.height,
+                fps: f64::from(v.fps),
+            },
+            cancel.child_token(),
+        ));
+        tracing::info!("calls are recorded into the history (record.calls)");
+    }
+    let tap: Option<Arc<dyn MediaTap>> = match taps.len() {
+        0 => None,
+        1 => taps.pop(),
+        _ => Some(Arc::new(crate::media::tap::Taps(taps))),
+    };
     let notifiers = notifiers(
         config,
         options.stdout_notifier,
@@ -151,7 +171,7 @@ pub async fn start(
         notifiers,
         commands: command_rx,
         events: events.clone(),
-        tap: options.tap,
+        tap,
     };
     // The chime is a courtesy to the visitor: without it the bell still rings
     // the owner, so a missing sound file or relay is logged, not fatal.

@@ -16,6 +16,7 @@
 
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -81,7 +82,12 @@ pub fn resolve_dir(configured: Option<&Path>) -> (PathBuf, &'static str) {
 pub struct History {
     store: Arc<Mutex<Store>>,
     settings: Arc<HistorySettings>,
+    /// This run's calls and their rows (the newest [`CALLS_KEPT`]).
+    calls: Arc<Mutex<BTreeMap<u64, i64>>>,
 }
+
+/// Calls whose rows are remembered, for files that come after the call.
+const CALLS_KEPT: usize = 64;
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,6 +137,7 @@ impl History {
         let history = History {
             store: Arc::new(Mutex::new(store)),
             settings: Arc::new(settings),
+            calls: Default::default(),
         };
         history.prune();
         Opened { history, notice }
@@ -146,11 +153,40 @@ impl History {
                 max_bytes: u64::MAX,
                 snapshots: false,
             }),
+            calls: Default::default(),
         }
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The row of this run's call `call`, once its `ringing` was recorded.
+    pub fn row_of(&self, call: u64) -> Option<i64> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&call)
+            .copied()
+    }
+
+    /// Where a file for row `id` is written before [`History::adopt`]
+    /// (`None`: the history is in memory, no files are kept).
+    pub fn scratch(&self, id: i64, what: Attachment) -> Option<PathBuf> {
+        self.store().scratch(id, what)
+    }
+
+    /// Makes the finished file at `scratch` the row's; its path. Blocks
+    /// (fsync): call it from a blocking thread.
+    pub fn adopt(
+        &self,
+        id: i64,
+        what: Attachment,
+        scratch: &Path,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let adopted = self.store().adopt(id, what, scratch);
+        self.prune();
+        adopted
     }
 
     /// The newest `limit` rows, newest first (empty when unreadable: logged).
@@ -215,8 +251,6 @@ impl History {
         let history = self.clone();
         let pictures = pictures.filter(|_| self.settings.snapshots);
         tokio::spawn(async move {
-            // This run's calls and their rows.
-            let mut rows: std::collections::BTreeMap<u64, i64> = Default::default();
             loop {
                 let event = tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -239,9 +273,12 @@ impl History {
                             .write("a new ring", move |s| s.begin(Kind::Ring, call, &room, at))
                             .await;
                         let Some(id) = begun else { continue };
-                        rows.insert(call, id);
-                        while rows.len() > 64 {
-                            rows.pop_first();
+                        {
+                            let mut rows = history.calls.lock().unwrap_or_else(|p| p.into_inner());
+                            rows.insert(call, id);
+                            while rows.len() > CALLS_KEPT {
+                                rows.pop_first();
+                            }
                         }
                         if let Some(p) = &pictures {
                             let picture = p.of(call);
@@ -258,7 +295,7 @@ impl History {
                         }
                     }
                     EventKind::Answered | EventKind::Connected => {
-                        if let Some(&id) = rows.get(&call) {
+                        if let Some(id) = history.row_of(call) {
                             let at = e.ts;
                             history
                                 .write("an answer", move |s| s.answered(id, at))
@@ -266,7 +303,7 @@ impl History {
                         }
                     }
                     EventKind::Ended { reason } => {
-                        if let Some(id) = rows.remove(&call) {
+                        if let Some(id) = history.row_of(call) {
                             let (at, reason) = (e.ts, reason.as_str());
                             history
                                 .write("the end of a ring", move |s| s.ended(id, at, reason))

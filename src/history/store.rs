@@ -401,20 +401,74 @@ impl Store {
         let name = what.file_name(id);
         let path = media.join(&name);
         write_durably(&media, &name, data)?;
+        self.name_file(id, what, &name, data.len() as u64, &path)
+    }
+
+    /// Where a file for the row `id` is written before [`Store::adopt`]
+    /// names it (`None` in memory). A stop before that leaves it to the
+    /// sweep.
+    pub fn scratch(&self, id: i64, what: Attachment) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(
+            dir.join(MEDIA_DIR)
+                .join(format!("{}.tmp", what.file_name(id))),
+        )
+    }
+
+    /// Makes the finished file at `scratch` the row's snapshot or clip:
+    /// synced, renamed, named in the row; its full path.
+    pub fn adopt(
+        &self,
+        id: i64,
+        what: Attachment,
+        scratch: &Path,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let Some(dir) = &self.dir else {
+            let _ = std::fs::remove_file(scratch);
+            return Ok(None);
+        };
+        let media = dir.join(MEDIA_DIR);
+        let name = what.file_name(id);
+        let path = media.join(&name);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        let bytes = (|| {
+            let f = File::open(scratch)?;
+            f.sync_all()?;
+            f.metadata().map(|m| m.len())
+        })()
+        .map_err(io(scratch))?;
+        std::fs::rename(scratch, &path).map_err(io(&path))?;
+        File::open(&media)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&media))?;
+        self.name_file(id, what, &name, bytes, &path)
+    }
+
+    fn name_file(
+        &self,
+        id: i64,
+        what: Attachment,
+        name: &str,
+        bytes: u64,
+        path: &Path,
+    ) -> Result<Option<PathBuf>, StoreError> {
         let column = what.column();
         let updated = self.conn.execute(
             &format!("UPDATE events SET {column} = ?2, bytes = bytes + ?3 WHERE id = ?1"),
-            params![id, name, data.len() as i64],
+            params![id, name, bytes as i64],
         );
         match updated {
-            Ok(1) => Ok(Some(path)),
+            Ok(1) => Ok(Some(path.to_path_buf())),
             Ok(_) => {
                 // The row went meanwhile (retention): the file must go too.
-                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(path);
                 Ok(None)
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(path);
                 Err(self.db_error(e))
             }
         }

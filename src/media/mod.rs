@@ -22,6 +22,7 @@ pub mod jitter;
 pub mod lease;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
+pub mod mp4;
 pub mod negotiate;
 pub mod opener;
 pub mod ring_picture;

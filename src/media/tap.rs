@@ -49,3 +49,14 @@ impl std::fmt::Debug for CallTap {
         f.debug_struct("CallTap").field("call", &self.call).finish()
     }
 }
+
+/// Several taps, each given every sample.
+pub struct Taps(pub Vec<std::sync::Arc<dyn MediaTap>>);
+
+impl MediaTap for Taps {
+    fn tapped(&self, call: u64, sample: Tapped) {
+        for t in &self.0 {
+            t.tapped(call, sample.clone());
+        }
+    }
+}

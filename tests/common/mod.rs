@@ -32,6 +32,7 @@ pub mod lab;
 pub mod live;
 pub mod matrix;
 pub mod path;
+pub mod probe;
 pub mod raw;
 
 /// Every wait in these tests is bounded by this.
