@@ -32,6 +32,9 @@ const QUEUE: usize = 400;
 /// A call whose samples stopped this long ago is finished without waiting
 /// for its `ended` event.
 const IDLE_FINISH: Duration = Duration::from_secs(30);
+/// A recording held in memory stops growing here (about 14 min at
+/// 600 kbit/s): the file keeps what came before, and the log says so.
+const MEMORY_LIMIT: usize = 64 << 20;
 /// The viewer's voice waiting to be mixed: at most this much (a burst after
 /// a network stall is cut, not kept as delay).
 const VIEWER_BACKLOG: usize = AUDIO_FRAME * 10;
@@ -236,6 +239,7 @@ impl Job {
         let mut file: Option<(Mp4Writer, Instant)> = None;
         let mut mix = Mixer::new()?;
         let mut last = Duration::ZERO;
+        let mut held = 0usize;
         loop {
             let (sample, at) = match rx.recv_timeout(IDLE_FINISH) {
                 Ok(Message::Sample(s, at)) => (s, at),
@@ -246,8 +250,20 @@ impl Job {
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => break,
             };
+            if held > MEMORY_LIMIT {
+                continue;
+            }
             match sample {
                 Tapped::Video { data, keyframe, .. } => {
+                    held += data.len();
+                    if held > MEMORY_LIMIT {
+                        tracing::warn!(
+                            call = self.call,
+                            "recording: {} MB held; the rest of the call is not recorded",
+                            MEMORY_LIMIT >> 20
+                        );
+                        continue;
+                    }
                     if file.is_none() {
                         if !keyframe {
                             continue;

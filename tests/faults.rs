@@ -563,6 +563,84 @@ async fn the_disk_fills_up_under_the_speakers_wav_mid_call() {
     assert!(bell.stop().success());
 }
 
+/// Bytes free on the file system of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills the zeroed struct it is given; `c` outlives the call.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+        s.f_bavail as u64 * s.f_frsize as u64
+    }
+}
+
+/// The disk under the history fills up while a call is recorded: the
+/// recording is given up with an `error` event and a log line, the call and
+/// its row are not affected, nothing half-written is left, and once there
+/// is room again the next call is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_fills_up_under_a_call_recording() {
+    init_logs();
+    let server = test_server().await;
+    let disk = SmallDisk::mount(1024);
+    let wavs = tempfile::tempdir().unwrap();
+    let history = disk.path().join("history");
+    let extra = format!(
+        "\n[record]\ncalls = true\n[history]\ndir = \"{}\"\n",
+        history.display()
+    );
+    let (mut bell, base) = started(&server.url, wavs.path(), &extra, &Launch::default()).await;
+    let pid = bell.pid();
+    bell.until("recorded").await;
+    // Leave 64 KiB: room for the database and the picture, not for 3 s of
+    // video at 600 kbit/s.
+    let filler = disk.path().join("filler");
+    let fill = free_bytes(disk.path()).saturating_sub(64 * 1024);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+
+    let room = ring(&mut bell).await;
+    view_call(
+        &server.url,
+        &room,
+        60,
+        (320, 240),
+        Duration::from_millis(2500),
+        1000.0,
+    )
+    .await;
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended["reason"], "viewer_left");
+    let (error, seen) = bell.until("error").await;
+    let what = error["what"].as_str().unwrap().to_string();
+    assert!(what.starts_with("recording:"), "{what}");
+    assert!(
+        what.contains("No space left on device") || what.contains("os error 28"),
+        "{what}"
+    );
+    assert!(!event_names(&seen).contains(&"recorded".to_string()));
+    let stray: Vec<_> = std::fs::read_dir(history.join("media"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+
+    // Room again: the next call is recorded.
+    std::fs::remove_file(&filler).unwrap();
+    normal_ring(&mut bell, &server.url).await;
+    let (recorded, _) = bell.until("recorded").await;
+    assert!(Path::new(recorded["file"].as_str().unwrap()).exists());
+    let c = no_leak(pid, base, "disk full under a recording").await;
+    row(
+        "the disk under the history fills up during a recorded call",
+        &format!("error \"{what}\" when the call ends; the call and its row are kept"),
+        "the next call after the owner freed space was recorded",
+        c,
+    );
+    assert!(bell.stop().success());
+}
+
 /// libfaketime, which Debian's `faketime` package installs.
 fn libfaketime() -> PathBuf {
     for dir in std::fs::read_dir("/usr/lib").unwrap().flatten() {

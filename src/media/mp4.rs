@@ -16,7 +16,7 @@ use std::time::Duration;
 use muxide::api::{AudioCodec, Muxer, MuxerBuilder, VideoCodec};
 
 #[derive(Debug, thiserror::Error)]
-#[error("recording {path}: {message}")]
+#[error("{path}: {message}")]
 pub struct Mp4Error {
     pub path: PathBuf,
     pub message: String,
