@@ -56,7 +56,52 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub history: HistoryConfig,
     pub record: RecordConfig,
+    pub voicemail: VoicemailConfig,
     pub log: LogConfig,
+}
+
+/// `[voicemail]`: a message from the visitor when nobody answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoicemailConfig {
+    pub enabled: bool,
+    /// The clip's length, its pre-roll included.
+    #[serde(with = "duration")]
+    pub seconds: Duration,
+    /// `builtin`, `none`, or a WAV file (48 kHz, 16-bit, at most 10 s).
+    pub prompt: String,
+}
+
+impl Default for VoicemailConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            seconds: Duration::from_secs(20),
+            prompt: "builtin".into(),
+        }
+    }
+}
+
+impl VoicemailConfig {
+    /// The settings, the prompt read and decoded.
+    pub fn settings(&self) -> Result<crate::voicemail::VoicemailSettings, String> {
+        let prompt = match self.prompt.as_str() {
+            "none" => None,
+            "builtin" => Some(crate::chime::decode(crate::voicemail::BUILTIN_PROMPT, 100)?),
+            path => {
+                let bytes =
+                    std::fs::read(path).map_err(|e| format!("voicemail.prompt {path}: {e}"))?;
+                Some(
+                    crate::chime::decode(&bytes, 100)
+                        .map_err(|e| format!("voicemail.prompt {path}: {e}"))?,
+                )
+            }
+        };
+        Ok(crate::voicemail::VoicemailSettings {
+            seconds: self.seconds,
+            prompt: prompt.map(std::sync::Arc::new),
+        })
+    }
 }
 
 /// `[record]`: recordings kept in the history.
@@ -666,6 +711,14 @@ impl Config {
             return Err(invalid(
                 "signaling.reconnect_min",
                 "must be above zero and at most signaling.reconnect_max".into(),
+            ));
+        }
+        let vm = &self.voicemail;
+        if vm.seconds < Duration::from_secs(3) || vm.seconds > Duration::from_secs(120) {
+            return Err(invalid(
+                "voicemail.seconds",
+                "must be between 3s and 120s (the clip is kept in memory until it is written)"
+                    .into(),
             ));
         }
         let h = &self.history;

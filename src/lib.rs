@@ -25,7 +25,8 @@
 //! 4. **Subsystems**: the peer session of a call ([`call::session`]), media
 //!    pipelines and the devices of a call (`media::opener`, `media::lease`,
 //!    `media::tap`), [`button`] sources, the [`chime`], the notifiers
-//!    ([`notify`]), the [`history`] on disk and call recordings ([`record`]),
+//!    ([`notify`]), the [`history`] on disk, call recordings ([`record`]) and
+//!    the [`voicemail`],
 //!    [`systemd`].
 //! 5. **The call loop** ([`call::driver`]): inputs in, the machine decides,
 //!    actions out.
@@ -58,3 +59,4 @@ pub mod signaling;
 pub mod spec;
 pub mod systemd;
 pub mod turn;
+pub mod voicemail;

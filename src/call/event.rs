@@ -127,6 +127,11 @@ pub enum EventKind {
     },
     /// The button was pressed while a call was in progress.
     Busy,
+    /// Nobody answered and the visitor's message was kept, in `file`.
+    VoicemailRecorded {
+        file: String,
+        seconds: f64,
+    },
     /// A recording of the call was kept (`what`: `call`), in `file`.
     Recorded {
         what: String,
@@ -150,6 +155,7 @@ impl EventKind {
             EventKind::Error { .. } => "error",
             EventKind::Busy => "busy",
             EventKind::Recorded { .. } => "recorded",
+            EventKind::VoicemailRecorded { .. } => "voicemail_recorded",
         }
     }
 }
@@ -185,6 +191,10 @@ impl CallEvent {
             EventKind::Notified { link } => v["link"] = json!(link),
             EventKind::Ended { reason } => v["reason"] = json!(reason.as_str()),
             EventKind::Error { what } => v["what"] = json!(what),
+            EventKind::VoicemailRecorded { file, seconds } => {
+                v["file"] = json!(file);
+                v["seconds"] = json!((seconds * 10.0).round() / 10.0);
+            }
             EventKind::Recorded {
                 what,
                 file,

@@ -137,6 +137,26 @@ pub async fn start(
         1 => taps.pop(),
         _ => Some(Arc::new(crate::media::tap::Taps(taps))),
     };
+    if config.voicemail.enabled {
+        match config.voicemail.settings() {
+            Ok(settings) => {
+                crate::voicemail::start(
+                    settings,
+                    media.clone(),
+                    pictures.clone(),
+                    history.clone(),
+                    speaker.clone(),
+                    &events,
+                    cancel.child_token(),
+                );
+                tracing::info!(
+                    "voicemail: a visitor nobody answers may leave a {} s message",
+                    config.voicemail.seconds.as_secs()
+                );
+            }
+            Err(e) => tracing::error!("voicemail: {e}; the doorbell runs without it"),
+        }
+    }
     let notifiers = notifiers(
         config,
         options.stdout_notifier,

@@ -1,7 +1,7 @@
 //! A small Telegram Bot API server for the tests, on 127.0.0.1:0.
 //!
-//! It speaks enough of the API for the doorbell (getMe, sendPhoto with a
-//! multipart upload, sendMessage, editMessageCaption, editMessageText,
+//! It speaks enough of the API for the doorbell (getMe, sendPhoto and
+//! sendVideo with a multipart upload, sendMessage, editMessageCaption, editMessageText,
 //! getUpdates with real long polling over a queue the test feeds) and answers
 //! the way Telegram does: `{"ok":true,"result":...}` with full `Message`
 //! objects, errors as `{"ok":false,"error_code":N,"description":"..."}` with
@@ -67,7 +67,7 @@ pub struct Call {
     pub method: String,
     /// JSON body, or the multipart text fields (each parsed as JSON when it is).
     pub params: Map<String, Value>,
-    /// The `photo` part of a multipart upload.
+    /// The `photo` (or, for sendVideo, the `video`) part of a multipart upload.
     pub photo: Option<Vec<u8>>,
     pub at: Instant,
     /// The `message_id` it answered with, if it succeeded with a message.
@@ -297,10 +297,11 @@ fn error(status: u16, description: &str, retry_after: Option<u32>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 7] = [
     "getMe",
     "getUpdates",
     "sendPhoto",
+    "sendVideo",
     "sendMessage",
     "editMessageCaption",
     "editMessageText",
@@ -332,13 +333,18 @@ async fn read_params(request: Request<Body>) -> (Map<String, Value>, Option<Vec<
                 params.insert(name, value);
             }
         }
-        let photo = match params.get("photo").and_then(Value::as_str) {
+        let kind = if params.contains_key("video") || files.contains_key("video") {
+            "video"
+        } else {
+            "photo"
+        };
+        let upload = match params.get(kind).and_then(Value::as_str) {
             Some(reference) => reference
                 .strip_prefix("attach://")
                 .and_then(|part| files.remove(part)),
-            None => files.remove("photo"),
+            None => files.remove(kind),
         };
-        return (params, photo);
+        return (params, upload);
     }
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
@@ -412,7 +418,7 @@ async fn handle(
             "has_main_web_app": false,
         })),
         "getUpdates" => get_updates(&shared, &params).await,
-        "sendPhoto" | "sendMessage" | "editMessageCaption" | "editMessageText" => {
+        "sendPhoto" | "sendVideo" | "sendMessage" | "editMessageCaption" | "editMessageText" => {
             let Some(chat) = params.get("chat_id").and_then(Value::as_i64) else {
                 return error(400, "Bad Request: chat_id is empty", None);
             };
@@ -442,6 +448,13 @@ async fn handle(
                         {"file_id": format!("photo-{id}-s"), "file_unique_id": format!("u{id}s"), "width": 90, "height": 68, "file_size": 1000},
                         {"file_id": format!("photo-{id}"), "file_unique_id": format!("u{id}"), "width": 320, "height": 240, "file_size": 10000},
                     ]);
+                    message["caption"] = params.get("caption").cloned().unwrap_or(json!(""));
+                }
+                "sendVideo" => {
+                    message["video"] = json!({
+                        "file_id": format!("video-{id}"), "file_unique_id": format!("v{id}"),
+                        "width": 320, "height": 240, "duration": 20,
+                    });
                     message["caption"] = params.get("caption").cloned().unwrap_or(json!(""));
                 }
                 "editMessageCaption" => {

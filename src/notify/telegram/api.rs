@@ -205,6 +205,30 @@ impl Api {
         Ok(sent(&message, true, caption))
     }
 
+    /// A video (an MP4 clip) with its caption, as a reply to `reply_to`
+    /// when given (the ring message it belongs to).
+    pub async fn send_video(
+        &self,
+        chat: i64,
+        mp4: Bytes,
+        caption: &str,
+        reply_to: Option<i32>,
+    ) -> Result<Sent, ApiError> {
+        let video = InputFile::memory(mp4).file_name("visitor.mp4");
+        let mut request = self
+            .bot
+            .send_video(ChatId(chat), video)
+            .caption(caption.to_string())
+            .supports_streaming(true);
+        if let Some(id) = reply_to {
+            let mut reply = ReplyParameters::new(MessageId(id));
+            reply.allow_sending_without_reply = Some(true);
+            request = request.reply_parameters(reply);
+        }
+        let message = request.await.map_err(|e| self.error(e))?;
+        Ok(sent(&message, true, caption))
+    }
+
     /// A text message, link previews off (Telegram must not fetch the room
     /// link: the room name is the call's only secret).
     pub async fn send_text(

@@ -316,6 +316,9 @@ impl Inner {
 
     async fn follow_up(&self, event: CallEvent) {
         let call = event.event.call;
+        if let EventKind::VoicemailRecorded { file, seconds } = &event.event.kind {
+            return self.voicemail(call, file, *seconds, event.ts).await;
+        }
         let (messages, outcome) = match &event.event.kind {
             EventKind::Ringing => {
                 self.prepare(call, Some(event.ts));
@@ -343,6 +346,36 @@ impl Inner {
         let Some(outcome) = outcome else { return };
         let updates = messages.into_iter().map(|m| self.apply(m, outcome));
         futures_util::future::join_all(updates).await;
+    }
+
+    /// Sends the visitor's message as a video to every chat, as a reply to
+    /// the ring message when it is known.
+    async fn voicemail(&self, call: u64, file: &str, seconds: f64, at: u64) {
+        let data = match tokio::fs::read(file).await {
+            Ok(d) => Bytes::from(d),
+            Err(e) => return tracing::warn!("telegram: the voicemail {file}: {e}"),
+        };
+        let messages = self.with_call(call, |c| c.messages.clone());
+        let caption = format!(
+            "📼 The visitor's message ({} s, {}).",
+            seconds.round() as u64,
+            clock(at)
+        );
+        let sends = self.settings.chat_ids.iter().map(|&chat| {
+            let reply_to = messages.iter().find(|m| m.chat == chat).map(|m| m.id);
+            let (data, caption) = (data.clone(), caption.clone());
+            async move {
+                let label = format!("telegram: voicemail to chat {chat}");
+                let sent = retry(&label, self.settings.retry_for, || {
+                    self.api.send_video(chat, data.clone(), &caption, reply_to)
+                })
+                .await;
+                if let Err(e) = sent {
+                    tracing::warn!("{label}: {e}");
+                }
+            }
+        });
+        futures_util::future::join_all(sends).await;
     }
 
     /// Edits (and for a missed call, replies to) one ring message.
