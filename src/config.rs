@@ -57,7 +57,25 @@ pub struct Config {
     pub history: HistoryConfig,
     pub record: RecordConfig,
     pub voicemail: VoicemailConfig,
+    pub live: LiveConfig,
     pub log: LogConfig,
+}
+
+/// `[live]`: looking at the door without a ring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// A live view stops by itself after this long (seed 000: 590 s).
+    #[serde(with = "duration")]
+    pub max_duration: Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_duration: Duration::from_secs(590),
+        }
+    }
 }
 
 /// `[voicemail]`: a message from the visitor when nobody answers.
@@ -882,6 +900,7 @@ impl Config {
                 offer: c.offer_timeout,
                 ice_gather: c.ice_gather_timeout,
                 max_call: c.max_call,
+                max_live: self.live.max_duration,
                 media: c.media_timeout,
                 teardown: Timeouts::default().teardown,
             },

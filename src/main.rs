@@ -26,6 +26,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Press the button of a running doorbell.
     Ring(cmd::ring::Args),
+    /// Look at the door now (a live view without a ring); prints the link.
+    Live(cmd::live::Args),
     /// Validate a config and open every device it names, one line each.
     Check(cmd::check::Args),
     /// List cameras, microphones, speakers and GPIO, with their config names.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => cmd::serve::run(*a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Ring(a) => cmd::ring::run(a).await,
+            Command::Live(a) => cmd::live::run(a).await,
             Command::Check(a) => cmd::check::run(a).await,
             Command::Devices(a) => cmd::devices::run(a).await,
             Command::History(a) => cmd::history::run(a).await,

@@ -68,6 +68,8 @@ pub fn start(
     let events = events.clone();
     tokio::spawn(async move {
         let rings: Arc<Mutex<BTreeMap<u64, watch::Sender<Fate>>>> = Default::default();
+        // Live views: the call has the camera already, and the owner is there.
+        let mut looked: std::collections::BTreeSet<u64> = Default::default();
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -91,6 +93,13 @@ pub fn start(
                 }
             };
             match &e.event.kind {
+                EventKind::LiveStarted => {
+                    looked.insert(call);
+                    while looked.len() > 8 {
+                        looked.pop_first();
+                    }
+                }
+                EventKind::Ringing if looked.contains(&call) => {}
                 EventKind::Ringing => {
                     // A new press ends a message being left.
                     for tx in rings.lock().unwrap_or_else(|p| p.into_inner()).values() {

@@ -3,6 +3,7 @@
 //!
 //! Protocol: one command per line, one reply line per command.
 //! `ring` -> `ringing ROOM` | `busy: ...` | `failed: ...`;
+//! `live` -> `live LINK` (a live view: no chime, nobody notified) | `busy: ...` | `failed: ...`;
 //! `hangup` -> `hanging up` | `no call to hang up`;
 //! `status` -> a JSON object (`state`, `room`, `calls`, `signaling_up`, `uptime_s`).
 //! Unknown commands get `error: ...`. The socket is created mode 0660 so a
@@ -114,6 +115,17 @@ async fn handle(line: &str, commands: &mpsc::Sender<Command>) -> String {
             }
             rx.await.map_or_else(|_| STOPPING.into(), |r| r.to_string())
         }
+        "live" => {
+            let (tx, rx) = oneshot::channel();
+            if commands
+                .send(Command::Live { reply: Some(tx) })
+                .await
+                .is_err()
+            {
+                return STOPPING.into();
+            }
+            rx.await.map_or_else(|_| STOPPING.into(), |r| r.to_string())
+        }
         "hangup" => {
             let (tx, rx) = oneshot::channel();
             if commands
@@ -138,7 +150,7 @@ async fn handle(line: &str, commands: &mpsc::Sender<Command>) -> String {
             }
         }
         other => format!(
-            "error: unknown command {:?} (known: ring, hangup, status)",
+            "error: unknown command {:?} (known: ring, live, hangup, status)",
             other.chars().take(40).collect::<String>()
         ),
     }

@@ -16,6 +16,10 @@ pub enum Command {
     Ring {
         reply: Option<oneshot::Sender<RingReply>>,
     },
+    /// A live view: a room without a ring; the reply carries the link.
+    Live {
+        reply: Option<oneshot::Sender<RingReply>>,
+    },
     Hangup {
         reply: Option<oneshot::Sender<HangupReply>>,
     },
@@ -29,6 +33,8 @@ pub enum Command {
 pub enum RingReply {
     /// A call started in this room.
     Ringing { room: String },
+    /// A live view started; its viewer link.
+    Live { link: String },
     /// A call is in progress.
     Busy,
     /// The press rang, but no call could start (why: for the owner).
@@ -39,7 +45,7 @@ pub enum RingReply {
 
 impl RingReply {
     pub fn is_ringing(&self) -> bool {
-        matches!(self, RingReply::Ringing { .. })
+        matches!(self, RingReply::Ringing { .. } | RingReply::Live { .. })
     }
 }
 
@@ -47,6 +53,7 @@ impl fmt::Display for RingReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RingReply::Ringing { room } => write!(f, "ringing {room}"),
+            RingReply::Live { link } => write!(f, "live {link}"),
             RingReply::Busy => f.write_str("busy: a call is in progress"),
             RingReply::Failed { why } => write!(f, "failed: {why}"),
             RingReply::Ignored { why } => write!(f, "ignored: {why}"),

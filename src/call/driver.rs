@@ -209,42 +209,8 @@ impl Loop {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Ring { reply } => {
-                let (room, actions) = match random_room() {
-                    Ok(room) => {
-                        // Live until its call ends: no log line may hold it.
-                        crate::redact::add(&room);
-                        let actions = self.feed(Input::Press { room: room.clone() });
-                        (room, actions)
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            "the operating system's random source failed: {e}; cannot make a room"
-                        );
-                        if let Some(r) = reply {
-                            let _ = r.send(RingReply::Failed {
-                                why: format!("no random room name ({e})"),
-                            });
-                        }
-                        return;
-                    }
-                };
-                let outcome = describe_press(&actions);
-                let rang = outcome.is_ringing() && self.machine.room() == Some(room.as_str());
-                match &outcome {
-                    RingReply::Ringing { room } => {
-                        tracing::info!("button pressed: ringing (room {})", room_tag(room))
-                    }
-                    other => tracing::info!("button pressed: {other}"),
-                }
-                if !rang {
-                    // The name was not used (busy, failed at once).
-                    crate::redact::remove(&room);
-                }
-                if let Some(r) = reply {
-                    let _ = r.send(outcome);
-                }
-            }
+            Command::Ring { reply } => self.press(reply, false),
+            Command::Live { reply } => self.press(reply, true),
             Command::Hangup { reply } => {
                 let active = !matches!(self.machine.state(), State::Idle | State::Ending { .. });
                 self.feed(Input::Hangup);
@@ -265,6 +231,58 @@ impl Loop {
                     uptime_s: self.started.elapsed().as_secs(),
                 });
             }
+        }
+    }
+
+    /// A press (`live`: a live view): a fresh room, then the machine.
+    fn press(&mut self, reply: Option<tokio::sync::oneshot::Sender<RingReply>>, live: bool) {
+        let (room, actions) = match random_room() {
+            Ok(room) => {
+                // Live until its call ends: no log line may hold it.
+                crate::redact::add(&room);
+                let input = if live {
+                    Input::Look { room: room.clone() }
+                } else {
+                    Input::Press { room: room.clone() }
+                };
+                let actions = self.feed(input);
+                (room, actions)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the operating system's random source failed: {e}; cannot make a room"
+                );
+                if let Some(r) = reply {
+                    let _ = r.send(RingReply::Failed {
+                        why: format!("no random room name ({e})"),
+                    });
+                }
+                return;
+            }
+        };
+        let mut outcome = describe_press(&actions);
+        let rang = outcome.is_ringing() && self.machine.room() == Some(room.as_str());
+        if live && rang {
+            outcome = RingReply::Live {
+                link: self.machine.link(),
+            };
+        }
+        match &outcome {
+            RingReply::Ringing { room } => {
+                tracing::info!("button pressed: ringing (room {})", room_tag(room))
+            }
+            RingReply::Live { .. } => {
+                tracing::info!("live view asked for (room {})", room_tag(&room))
+            }
+            other if live => tracing::info!("live view asked for: {other}"),
+            other => tracing::info!("button pressed: {other}"),
+        }
+        if !rang {
+            // The name was not used (busy, failed at once).
+            crate::redact::remove(&room);
+        }
+        if let Some(r) = reply {
+            let _ = r.send(outcome);
         }
     }
 
@@ -446,7 +464,7 @@ fn describe_press(actions: &[Action]) -> RingReply {
         match a {
             Action::Emit(e) => match &e.kind {
                 EventKind::Busy => return RingReply::Busy,
-                EventKind::Ringing => room = Some(e.room.clone()),
+                EventKind::Ringing | EventKind::LiveStarted => room = Some(e.room.clone()),
                 EventKind::Error { what } => return RingReply::Failed { why: what.clone() },
                 _ => {}
             },

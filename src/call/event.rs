@@ -108,6 +108,9 @@ impl EndReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     Ringing,
+    /// A live view started (the owner looks without a ring): like
+    /// `ringing`, without the chime and the notifications.
+    LiveStarted,
     RoomCreated,
     Notified {
         link: String,
@@ -144,6 +147,7 @@ impl EventKind {
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::Ringing => "ringing",
+            EventKind::LiveStarted => "live_started",
             EventKind::RoomCreated => "room_created",
             EventKind::Notified { .. } => "notified",
             EventKind::ViewerJoined => "viewer_joined",

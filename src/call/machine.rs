@@ -98,6 +98,8 @@ struct Call {
     /// The signaling connection was lost during the call: its room is to
     /// be joined again once the connection is back.
     rejoin_room: bool,
+    /// A live view (no ring): nobody is notified, `max_live` applies.
+    live: bool,
 }
 
 /// Most candidates kept from before an offer (a browser gathers a handful).
@@ -180,7 +182,8 @@ impl CallMachine {
                 self.signaling_up = false;
                 self.on_signaling_down(now, &mut out);
             }
-            Input::Press { room } => self.on_press(now, room, &mut out),
+            Input::Press { room } => self.on_press(now, room, false, &mut out),
+            Input::Look { room } => self.on_press(now, room, true, &mut out),
             Input::Hangup => match self.state {
                 State::Idle | State::Ending { .. } => self.ignore("hangup", &mut out),
                 _ => self.end(now, EndReason::Hangup, &mut out),
@@ -300,13 +303,32 @@ impl CallMachine {
         }
     }
 
-    fn link(&self) -> String {
+    /// The viewer link of the current call's room.
+    pub fn link(&self) -> String {
         viewer_link(&self.config.link_template, self.room().unwrap_or_default())
     }
 
-    fn on_press(&mut self, now: Instant, room: String, out: &mut Vec<Action>) {
+    fn on_press(&mut self, now: Instant, room: String, live: bool, out: &mut Vec<Action>) {
         if self.shutting_down {
             self.ignore("press while shutting down", out);
+            return;
+        }
+        let looking = self.call.as_ref().is_some_and(|c| c.live);
+        if !live && looking && !matches!(self.state, State::Ending { .. }) {
+            // The visitor pressed while the owner was looking: now it is a
+            // ring (the chime, every owner told), and the call goes on.
+            let c = self.call.as_mut().expect("looking has a call");
+            c.live = false;
+            self.emit(EventKind::Ringing, out);
+            if self.state != State::Joining {
+                let c = self.call.as_ref().expect("looking has a call");
+                out.push(Action::Notify {
+                    epoch: self.epoch,
+                    call: c.number,
+                    room: c.room.clone(),
+                    link: self.link(),
+                });
+            }
             return;
         }
         if self.state != State::Idle {
@@ -335,8 +357,16 @@ impl CallMachine {
             max_call_deadline: None,
             early_candidates: Vec::new(),
             rejoin_room: false,
+            live,
         });
-        self.emit(EventKind::Ringing, out);
+        self.emit(
+            if live {
+                EventKind::LiveStarted
+            } else {
+                EventKind::Ringing
+            },
+            out,
+        );
         if !self.signaling_up {
             let reason = "the signaling server is unreachable".to_string();
             self.emit(
@@ -346,11 +376,13 @@ impl CallMachine {
                 out,
             );
             let c = self.call.as_ref().expect("call was just created");
-            out.push(Action::NotifyFailure {
-                call: c.number,
-                room: c.room.clone(),
-                reason,
-            });
+            if !live {
+                out.push(Action::NotifyFailure {
+                    call: c.number,
+                    room: c.room.clone(),
+                    reason,
+                });
+            }
             self.emit(
                 EventKind::Ended {
                     reason: EndReason::SignalingUnavailable,
@@ -372,12 +404,15 @@ impl CallMachine {
             (State::Joining, Message::Created(room)) if ours(&room, self) => {
                 self.emit(EventKind::RoomCreated, out);
                 let c = self.call.as_ref().expect("joining has a call");
-                out.push(Action::Notify {
-                    epoch: self.epoch,
-                    call: c.number,
-                    room: c.room.clone(),
-                    link: self.link(),
-                });
+                // A live view's link went to the one who asked.
+                if !c.live {
+                    out.push(Action::Notify {
+                        epoch: self.epoch,
+                        call: c.number,
+                        room: c.room.clone(),
+                        link: self.link(),
+                    });
+                }
                 self.state = State::WaitingViewer;
                 self.set_step(now, Some(self.config.timeouts.viewer_join));
             }
@@ -510,7 +545,8 @@ impl CallMachine {
         self.set_step(now, Some(self.config.timeouts.media));
         if let Some(c) = self.call.as_mut() {
             if c.max_call_deadline.is_none() {
-                c.max_call_deadline = Some(now + self.config.timeouts.max_call);
+                let t = &self.config.timeouts;
+                c.max_call_deadline = Some(now + if c.live { t.max_live } else { t.max_call });
             }
         }
     }

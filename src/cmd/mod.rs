@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod demo;
 pub mod devices;
 pub mod history;
+pub mod live;
 pub mod logging;
 pub mod passwd;
 pub mod ring;

@@ -266,11 +266,21 @@ impl History {
                 };
                 let call = e.event.call;
                 match &e.event.kind {
-                    EventKind::Ringing => {
+                    EventKind::Ringing if history.row_of(call).is_some() => {
+                        // A press during a live view: the look became a ring.
+                        if let Some(id) = history.row_of(call) {
+                            history.write("a live view rung", move |s| s.rung(id)).await;
+                        }
+                    }
+                    EventKind::Ringing | EventKind::LiveStarted => {
                         let room = e.event.room.clone();
                         let at = e.ts;
+                        let kind = match e.event.kind {
+                            EventKind::LiveStarted => Kind::Live,
+                            _ => Kind::Ring,
+                        };
                         let begun = history
-                            .write("a new ring", move |s| s.begin(Kind::Ring, call, &room, at))
+                            .write("a new ring", move |s| s.begin(kind, call, &room, at))
                             .await;
                         let Some(id) = begun else { continue };
                         {

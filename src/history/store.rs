@@ -358,6 +358,14 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// A live view became a ring (the visitor pressed while the owner looked).
+    pub fn rung(&self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE events SET kind = 'ring' WHERE id = ?1", [id])
+            .map_err(|e| self.db_error(e))?;
+        Ok(())
+    }
+
     /// Someone answered (the first time counts).
     pub fn answered(&self, id: i64, at_ms: u64) -> Result<(), StoreError> {
         self.conn

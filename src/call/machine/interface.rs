@@ -21,6 +21,8 @@ pub struct Timeouts {
     pub ice_gather: Duration,
     /// Longest call.
     pub max_call: Duration,
+    /// Longest live view (a look without a ring).
+    pub max_live: Duration,
     /// Media silent (counted from the last packet), ICE disconnected, or
     /// never connected: hang up after this.
     pub media: Duration,
@@ -36,6 +38,7 @@ impl Default for Timeouts {
             offer: Duration::from_secs(20),
             ice_gather: Duration::from_secs(3),
             max_call: Duration::from_secs(600),
+            max_live: Duration::from_secs(590),
             media: Duration::from_secs(10),
             teardown: Duration::from_secs(5),
         }
@@ -69,6 +72,13 @@ pub struct Epoch(pub u64);
 pub enum Input {
     /// The button. `room` is a fresh random name, used only if a call starts.
     Press {
+        room: String,
+    },
+    /// The owner wants to look at the door without a ring (live view):
+    /// a room like a press's, but no chime, no notification (the one who
+    /// asked gets the link) and `max_live` instead of `max_call`. A press
+    /// during it turns it into a ring.
+    Look {
         room: String,
     },
     /// Hang up the current call (control command).

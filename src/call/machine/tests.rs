@@ -101,6 +101,7 @@ fn input_named(name: &str, m: &CallMachine) -> Input {
     let epoch = m.epoch();
     match name {
         "press" => Input::Press { room: ROOM.into() },
+        "look" => Input::Look { room: ROOM.into() },
         "hangup" => Input::Hangup,
         "shutdown" => Input::Shutdown,
         "signaling_up" => Input::SignalingUp,
@@ -186,6 +187,9 @@ const STATES: [&str; 8] = [
 const TABLE: &[(&str, [&str; 8])] = &[
     ("press", [
         "joining | ringing,send:join",
+        "= | busy", "= | busy", "= | busy", "= | busy", "= | busy", "= | busy", "= | busy"]),
+    ("look", [
+        "joining | live_started,send:join",
         "= | busy", "= | busy", "= | busy", "= | busy", "= | busy", "= | busy", "= | busy"]),
     ("hangup", [
         "= | ignored",
@@ -488,6 +492,7 @@ fn each_timeout_is_the_configured_one() {
             offer: s(13),
             ice_gather: s(2),
             max_call: s(300),
+            max_live: s(290),
             media: s(17),
             teardown: s(19),
         },
@@ -848,7 +853,9 @@ fn random_walks_keep_the_invariants() {
             for a in a {
                 if let Action::Emit(e) = a {
                     match e.kind {
-                        EventKind::Ringing => rings += 1,
+                        // A ringing while a call is open is a press during
+                        // a live view: the same call, now a ring.
+                        EventKind::Ringing | EventKind::LiveStarted if rings == ends => rings += 1,
                         EventKind::Ended { .. } => ends += 1,
                         _ => {}
                     }
@@ -980,4 +987,101 @@ fn media_flowing_again_cancels_the_stall() {
     );
     m.handle(t, Input::MediaFlowing { epoch: e });
     assert_eq!(m.next_deadline(), Some(t + Duration::from_secs(600)));
+}
+
+#[test]
+fn a_look_tells_nobody_and_a_press_during_it_rings() {
+    let t = Instant::now();
+    let mut m = CallMachine::new(MachineConfig {
+        timeouts: Timeouts {
+            max_live: Duration::from_secs(90),
+            ..Timeouts::default()
+        },
+        ..config()
+    });
+    m.handle(t, Input::SignalingUp);
+    let a = m.handle(t, Input::Look { room: ROOM.into() });
+    assert_eq!(events(&a), ["live_started"]);
+    let a = m.handle(t, Input::Signal(Message::Created(ROOM.into())));
+    assert_eq!(events(&a), ["room_created"]);
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Notify { .. })),
+        "the link went to the one who asked: {a:?}"
+    );
+    m.handle(t, Input::Signal(Message::NewPeer(Some(ROOM.into()))));
+    m.handle(t, Input::Signal(Message::Invite(offer())));
+    let e = m.epoch();
+    m.handle(
+        t,
+        Input::AnswerReady {
+            epoch: e,
+            answer: SessionDescription::answer("v=0\r\n"),
+        },
+    );
+    // The visitor presses while the owner looks: a ring, every owner told,
+    // the same call.
+    let a = m.handle(
+        t,
+        Input::Press {
+            room: "fresh".into(),
+        },
+    );
+    assert_eq!(events(&a), ["ringing"]);
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Notify { room, .. } if room == ROOM)),
+        "{a:?}"
+    );
+    assert_eq!(m.room(), Some(ROOM));
+    // A second press is an ordinary press during a call.
+    let a = m.handle(
+        t,
+        Input::Press {
+            room: "fresh".into(),
+        },
+    );
+    assert_eq!(events(&a), ["busy"]);
+}
+
+#[test]
+fn a_look_stops_after_max_live() {
+    let t = Instant::now();
+    let s = Duration::from_secs;
+    let mut m = CallMachine::new(MachineConfig {
+        timeouts: Timeouts {
+            max_live: s(90),
+            max_call: s(600),
+            ..Timeouts::default()
+        },
+        ..config()
+    });
+    m.handle(t, Input::SignalingUp);
+    m.handle(t, Input::Look { room: ROOM.into() });
+    m.handle(t, Input::Signal(Message::Created(ROOM.into())));
+    m.handle(t, Input::Signal(Message::NewPeer(Some(ROOM.into()))));
+    m.handle(t, Input::Signal(Message::Invite(offer())));
+    let e = m.epoch();
+    m.handle(
+        t,
+        Input::AnswerReady {
+            epoch: e,
+            answer: SessionDescription::answer("v=0\r\n"),
+        },
+    );
+    m.handle(
+        t,
+        Input::Peer {
+            epoch: e,
+            state: PeerState::Connected,
+        },
+    );
+    assert!(
+        events(&m.handle(t + s(89), Input::Tick)).is_empty(),
+        "{:?}",
+        m.state()
+    );
+    m.handle(t + s(91), Input::Tick);
+    assert_eq!(state_name(&m), "ending:max_duration");
+    let a = m.handle(t + s(91), Input::TeardownDone { epoch: e });
+    assert_eq!(events(&a), ["ended:max_duration"]);
 }

@@ -53,6 +53,7 @@ const HELP: &str = "Commands:\n\
 /status - idle or in a call, uptime, last ring\n\
 /snapshot - a photo from the door now\n\
 /ring - ring like the button (tests the whole chain)\n\
+/live - look at the door now (no ring; the link comes to you only)\n\
 /history - the last 10 rings, with pictures";
 
 /// What the bot needs.
@@ -107,6 +108,7 @@ pub enum BotCommand {
     Status,
     Snapshot,
     Ring,
+    Live,
     History,
     Help,
     Unknown,
@@ -125,6 +127,7 @@ impl BotCommand {
             "status" => BotCommand::Status,
             "snapshot" => BotCommand::Snapshot,
             "ring" => BotCommand::Ring,
+            "live" => BotCommand::Live,
             "history" => BotCommand::History,
             "help" | "start" => BotCommand::Help,
             _ => BotCommand::Unknown,
@@ -313,6 +316,26 @@ impl Bot {
                 None => "The doorbell did not answer in time.".into(),
             }),
             BotCommand::Snapshot => self.snapshot(chat).await,
+            BotCommand::Live => {
+                let (tx, rx) = oneshot::channel();
+                let answer = match self.commands.send(Command::Live { reply: Some(tx) }).await {
+                    Ok(()) => tokio::time::timeout(COMMAND_LIMIT, rx)
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    Err(_) => None,
+                };
+                Some(match answer {
+                    Some(RingReply::Live { link }) => {
+                        format!("Live view (no ring, nobody else told; it stops by itself): {link}")
+                    }
+                    Some(RingReply::Busy) => {
+                        "Busy: a call is in progress (its link is in the ring message).".into()
+                    }
+                    Some(a) => format!("The live view did not start: {a}."),
+                    None => "The doorbell did not answer in time.".into(),
+                })
+            }
             BotCommand::Ring => {
                 let (tx, rx) = oneshot::channel();
                 let answer = match self.commands.send(Command::Ring { reply: Some(tx) }).await {
