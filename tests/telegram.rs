@@ -162,16 +162,61 @@ fn link_of(event: &doorbell::call::event::CallEvent) -> String {
     event.to_json()["link"].as_str().unwrap().to_string()
 }
 
-/// Checks that `HH:MM` follows `prefix` in `text`.
-fn has_time_after(text: &str, prefix: &str) -> bool {
-    text.split_once(prefix).is_some_and(|(_, rest)| {
-        let b = rest.as_bytes();
-        b.len() >= 5
-            && b[..2].iter().all(u8::is_ascii_digit)
-            && b[2] == b':'
-            && b[3..5].iter().all(u8::is_ascii_digit)
-    })
+/// `14:03`, local time, as the notifier writes it.
+fn hhmm(unix_ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms as i64)
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        .format("%H:%M")
+        .to_string()
 }
+
+/// The ring message (`sendPhoto` or `sendMessage`) to `chat`.
+fn ring_to(calls: &[fake_telegram::Call], chat: i64) -> fake_telegram::Call {
+    calls
+        .iter()
+        .find(|c| c.chat() == chat && c.message_id.is_some())
+        .unwrap_or_else(|| panic!("no ring message to chat {chat}"))
+        .clone()
+}
+
+/// What the message `sent` shows now.
+fn shown(tg: &FakeTelegram, sent: &fake_telegram::Call) -> fake_telegram::Shown {
+    tg.message(sent.chat(), sent.message_id.unwrap())
+        .expect("a message the fake sent")
+}
+
+/// Waits until the message `sent` shows a text ending with `end`.
+async fn until_shows(
+    tg: &FakeTelegram,
+    sent: &fake_telegram::Call,
+    end: &str,
+) -> fake_telegram::Shown {
+    let start = Instant::now();
+    loop {
+        let now = shown(tg, sent);
+        if now.text.ends_with(end) {
+            return now;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "chat {} never showed {end:?}; it shows {:?}",
+            sent.chat(),
+            now.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// When the call was first answered.
+fn answered_ts(seen: &[doorbell::call::event::CallEvent]) -> u64 {
+    seen.iter()
+        .find(|e| matches!(e.name(), "answered" | "connected"))
+        .expect("an answered event")
+        .ts
+}
+
+const RINGING: &str = "\n\n⏳ Ringing…";
 
 // ---- ring messages ----------------------------------------------------------
 
@@ -203,6 +248,7 @@ async fn a_ring_sends_every_allowed_chat_a_jpeg_of_the_camera_with_the_link() {
             caption.contains(&link),
             "the caption carries the link: {caption}"
         );
+        assert!(caption.ends_with(RINGING), "{caption}");
         assert_eq!(button(p), json!({"text": "Answer", "url": link}));
     }
     eprintln!(
@@ -215,39 +261,172 @@ async fn a_ring_sends_every_allowed_chat_a_jpeg_of_the_camera_with_the_link() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_camera_the_ring_is_a_text_message_with_previews_off() {
+async fn without_a_camera_the_ring_is_a_text_message_edited_as_text() {
     let mut s = setup(TOKEN, &[111]).await;
     s.config.video.source = "none".into();
+    s.config.call.viewer_join_timeout = Duration::from_secs(1);
     let mut bell = start(&s.config).await;
     bell.ring().await;
     let (notified, _) = bell.until("notified").await;
     let link = link_of(&notified);
-    let texts = s.tg.wait_for("sendMessage", 1, |_| true).await;
+    let texts =
+        s.tg.wait_for("sendMessage", 1, |c| {
+            c.str("text").contains("Someone is at the door")
+        })
+        .await;
     let m = &texts[0];
     assert_eq!(m.chat(), 111);
     assert!(m.str("text").contains(&link), "{:?}", m.params);
+    assert!(m.str("text").ends_with(RINGING), "{:?}", m.params);
     assert_eq!(
         m.params["link_preview_options"]["is_disabled"], true,
         "Telegram must not fetch the room link"
     );
     assert_eq!(button(m), json!({"text": "Answer", "url": link}));
+
+    // Missed: a text message's text is edited (editMessageText), not a caption.
+    let (ended, _) = bell.until("ended").await;
+    let missed = format!("❌ Missed at {}.", hhmm(ended.ts));
+    let now = until_shows(&s.tg, m, &missed).await;
+    assert_eq!(now.reply_markup, None, "the button goes");
+    let edit =
+        s.tg.wait_for("editMessageText", 1, |_| true)
+            .await
+            .remove(0);
+    assert_eq!(edit.params["link_preview_options"]["is_disabled"], true);
     assert!(s.tg.calls_of("sendPhoto").is_empty());
+    assert!(s.tg.calls_of("editMessageCaption").is_empty());
     bell.stop().await;
 }
 
+/// Two chats: each message goes "Ringing…", then "Answered at 14:03."
+/// without its button and link while the call goes on, then, once it is
+/// over, "Answered at 14:03 (2 s).".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answered_call_edits_the_ring_message() {
-    let s = setup(TOKEN, &[111]).await;
+async fn an_answered_call_edits_each_chats_message_then_adds_the_call_length() {
+    let s = setup(TOKEN, &[111, 222]).await;
     let mut bell = start(&s.config).await;
     bell.ring().await;
     let (notified, _) = bell.until("notified").await;
     let link = link_of(&notified);
-    let photo = s.tg.wait_for("sendPhoto", 1, |_| true).await.remove(0);
+    let photos = s.tg.wait_for("sendPhoto", 2, |_| true).await;
+    let rings = [ring_to(&photos, 111), ring_to(&photos, 222)];
 
+    let url = s.server.url.clone();
+    let room = room_of(&link);
+    let viewer = tokio::spawn(async move {
+        view_call(&url, &room, 10, (320, 240), Duration::from_secs(2), 1000.0).await
+    });
+    let (answered, _) = bell.until("answered").await;
+    let during = format!("\n\n✅ Answered at {}.", hhmm(answered.ts));
+    for ring in &rings {
+        let now = until_shows(&s.tg, ring, &during).await;
+        assert_eq!(now.reply_markup, None, "the button goes: the room is taken");
+        assert_eq!(
+            now.text,
+            ring.str("caption")
+                .replace(&format!("\nAnswer: {link}"), "")
+                .replace(RINGING, &during),
+            "the link goes too, the rest stays while the call goes on"
+        );
+    }
+
+    let report = viewer.await.unwrap();
+    assert!(report.decoded_frames >= 10, "{report:?}");
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "viewer_left");
+    let length = ended.ts - answered.ts;
+    assert!(
+        (2_000..15_000).contains(&length),
+        "a 2 s talk lasted {length} ms"
+    );
+    let after = format!(
+        "\n\n✅ Answered at {} ({}).",
+        hhmm(answered.ts),
+        doorbell::history::store::span(length)
+    );
+    for ring in &rings {
+        let now = until_shows(&s.tg, ring, &after).await;
+        assert!(now.text.starts_with("🔔 Someone rang at "), "{}", now.text);
+        assert!(
+            !now.text.contains(&link),
+            "the dead link goes: {}",
+            now.text
+        );
+        assert_eq!(now.reply_markup, None);
+        assert_eq!(now.edits, 2, "answered, then over");
+    }
+    let edits = s.tg.calls_of("editMessageCaption");
+    assert!(
+        edits.iter().all(|e| e.message_id.is_some()),
+        "no edit was refused: {edits:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        s.tg.calls_of("sendMessage").is_empty(),
+        "no missed-call reply for an answered call"
+    );
+    bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_call_gets_a_reply_in_each_chat_and_its_messages_lose_button_and_link() {
+    let mut s = setup(TOKEN, &[111, 222]).await;
+    s.config.call.viewer_join_timeout = Duration::from_secs(1);
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (notified, _) = bell.until("notified").await;
+    let link = link_of(&notified);
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "unanswered");
+    let photos = s.tg.wait_for("sendPhoto", 2, |_| true).await;
+
+    let replies = s.tg.wait_for("sendMessage", 2, |_| true).await;
+    for chat in [111, 222] {
+        let photo = ring_to(&photos, chat);
+        let reply = ring_to(&replies, chat);
+        assert_eq!(
+            reply.params["reply_parameters"]["message_id"].as_i64(),
+            photo.message_id,
+            "a reply to the ring message"
+        );
+        assert_eq!(
+            reply.str("text"),
+            format!("Missed at {}: nobody answered the door.", hhmm(ended.ts))
+        );
+        assert_eq!(reply.params["link_preview_options"]["is_disabled"], true);
+
+        let now = until_shows(
+            &s.tg,
+            &photo,
+            &format!("\n\n❌ Missed at {}.", hhmm(ended.ts)),
+        )
+        .await;
+        assert!(now.text.starts_with("🔔 Someone rang at "), "{}", now.text);
+        assert!(
+            !now.text.contains(&link),
+            "the dead link goes: {}",
+            now.text
+        );
+        assert_eq!(now.reply_markup, None, "the dead link's button goes");
+        assert_eq!(now.edits, 1);
+    }
+    bell.stop().await;
+}
+
+/// The photo reaches Telegram only after the call was answered and over:
+/// the message is edited once, straight to how the call went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_after_the_call_shows_how_it_went() {
+    let s = setup(TOKEN, &[111]).await;
+    s.tg.stall("sendPhoto", Duration::from_secs(8));
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    let (created, _) = bell.until("room_created").await;
     let url = s.server.url.clone();
     let report = view_call(
         &url,
-        &room_of(&link),
+        &created.event.room,
         10,
         (320, 240),
         Duration::from_secs(1),
@@ -255,62 +434,88 @@ async fn an_answered_call_edits_the_ring_message() {
     )
     .await;
     assert!(report.decoded_frames >= 10, "{report:?}");
-    let (ended, _) = bell.until("ended").await;
-    assert_eq!(ended.to_json()["reason"], "viewer_left");
-
-    let edits = s.tg.wait_for("editMessageCaption", 1, |_| true).await;
-    let edit = &edits[0];
-    assert_eq!(edit.chat(), 111);
-    assert_eq!(edit.params["message_id"].as_i64(), photo.message_id);
-    let caption = edit.str("caption");
-    assert!(caption.starts_with(&photo.str("caption")), "{caption}");
-    assert!(has_time_after(&caption, "Answered at "), "{caption}");
+    let (ended, seen) = bell.until("ended").await;
     assert!(
-        edit.params.get("reply_markup").is_none(),
-        "the button goes: the room is taken"
+        !names(&seen).contains(&"notified"),
+        "the call was over before the message arrived: {:?}",
+        names(&seen)
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered = answered_ts(&seen);
+    let photo =
+        s.tg.wait_for("sendPhoto", 1, |c| c.message_id.is_some())
+            .await
+            .remove(0);
+    let after = format!(
+        "\n\n✅ Answered at {} ({}).",
+        hhmm(answered),
+        doorbell::history::store::span(ended.ts - answered)
+    );
+    let now = until_shows(&s.tg, &photo, &after).await;
+    assert_eq!(now.reply_markup, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(shown(&s.tg, &photo).edits, 1, "one edit, to the end");
     assert!(
         s.tg.calls_of("sendMessage").is_empty(),
-        "no missed-call reply for an answered call"
+        "answered: no reply"
     );
-    assert_eq!(s.tg.calls_of("editMessageCaption").len(), 1, "edited once");
     bell.stop().await;
 }
 
+/// The same, for a ring nobody answered: the late message still gets its
+/// missed-call reply and loses its button.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missed_call_gets_a_reply_with_the_time_and_loses_its_button() {
+async fn a_message_delivered_after_a_missed_ring_still_gets_the_reply() {
     let mut s = setup(TOKEN, &[111]).await;
     s.config.call.viewer_join_timeout = Duration::from_secs(1);
+    s.tg.stall("sendPhoto", Duration::from_secs(3));
     let mut bell = start(&s.config).await;
     bell.ring().await;
     let (ended, _) = bell.until("ended").await;
     assert_eq!(ended.to_json()["reason"], "unanswered");
-    let photo = s.tg.wait_for("sendPhoto", 1, |_| true).await.remove(0);
-
-    let reply = s.tg.wait_for("sendMessage", 1, |_| true).await.remove(0);
-    assert_eq!(reply.chat(), 111);
-    assert_eq!(
-        reply.params["reply_parameters"]["message_id"].as_i64(),
-        photo.message_id,
-        "a reply to the ring message"
+    assert!(
+        s.tg.calls_of("editMessageCaption").is_empty(),
+        "not delivered yet"
     );
-    let text = reply.str("text");
-    assert!(has_time_after(&text, "Missed at "), "{text}");
-    assert_eq!(reply.params["link_preview_options"]["is_disabled"], true);
-
-    let edit =
-        s.tg.wait_for("editMessageCaption", 1, |_| true)
+    let photo =
+        s.tg.wait_for("sendPhoto", 1, |c| c.message_id.is_some())
             .await
             .remove(0);
-    assert!(
-        edit.str("caption").ends_with("Missed."),
-        "{:?}",
-        edit.params
+    let reply = s.tg.wait_for("sendMessage", 1, |_| true).await.remove(0);
+    assert_eq!(
+        reply.params["reply_parameters"]["message_id"].as_i64(),
+        photo.message_id
     );
+    let now = until_shows(&s.tg, &photo, &format!("❌ Missed at {}.", hhmm(ended.ts))).await;
+    assert_eq!(now.reply_markup, None);
+    bell.stop().await;
+}
+
+/// Telegram answers "message is not modified" when an edit changes nothing
+/// (say a first attempt that timed out had arrived): that is not a failure
+/// to retry or to warn about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_telegram_calls_not_modified_is_a_success() {
+    let mut s = setup(TOKEN, &[4711]).await;
+    s.config.call.viewer_join_timeout = Duration::from_secs(1);
+    s.tg.fail(
+        "editMessageCaption",
+        Fail::api(400, fake_telegram::NOT_MODIFIED),
+        1,
+    );
+    let mut bell = start(&s.config).await;
+    bell.ring().await;
+    bell.until("ended").await;
+    s.tg.wait_for("editMessageCaption", 1, |_| true).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        s.tg.calls_of("editMessageCaption").len(),
+        1,
+        "not tried again"
+    );
+    let text = logs();
     assert!(
-        edit.params.get("reply_markup").is_none(),
-        "the dead link's button goes"
+        !text.contains("follow-up edit in chat 4711"),
+        "nothing to warn about"
     );
     bell.stop().await;
 }

@@ -2,13 +2,18 @@
 //!
 //! It speaks enough of the API for the doorbell (getMe, sendPhoto and
 //! sendVideo with a multipart upload, sendMessage, editMessageCaption, editMessageText,
-//! getUpdates with real long polling over a queue the test feeds) and answers
-//! the way Telegram does: `{"ok":true,"result":...}` with full `Message`
-//! objects, errors as `{"ok":false,"error_code":N,"description":"..."}` with
-//! the same HTTP status, `Unauthorized` for a wrong token, `chat not found`
-//! for chats it does not know. Switches make a method fail (API error, or an
-//! HTTP 502 page from a proxy) or stall. Every request is recorded, failed
-//! ones included, with the uploaded photo.
+//! editMessageReplyMarkup, getUpdates with real long polling over a queue the
+//! test feeds) and answers the way Telegram does: `{"ok":true,"result":...}`
+//! with full `Message` objects, errors as
+//! `{"ok":false,"error_code":N,"description":"..."}` with the same HTTP
+//! status, `Unauthorized` for a wrong token, `chat not found` for chats it
+//! does not know. It keeps the messages it sent, so edits behave like
+//! Telegram's: a caption can only be edited on a photo and a text only on a
+//! text message, an edit without `reply_markup` drops the buttons, an edit
+//! that changes nothing is refused as "message is not modified"; a test reads
+//! what a message shows now with [`FakeTelegram::message`]. Switches make a
+//! method fail (API error, or an HTTP 502 page from a proxy) or stall. Every
+//! request is recorded, failed ones included, with the uploaded photo.
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -90,6 +95,23 @@ impl Call {
     }
 }
 
+/// A message as the chat shows it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub photo: bool,
+    /// The caption of a photo, the text of a text message.
+    pub text: String,
+    /// The inline keyboard; `None` when it has no button.
+    pub reply_markup: Option<Value>,
+    /// How many edits changed it.
+    pub edits: usize,
+}
+
+/// Telegram's answer to an edit that changes nothing.
+pub const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message \
+     content and reply markup are exactly the same as a current content and reply markup of the \
+     message";
+
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
@@ -103,6 +125,8 @@ struct Inner {
     stalls: HashMap<String, Duration>,
     /// Chats that exist; `None`: all.
     chats: Option<Vec<i64>>,
+    /// The bot's messages, by (chat, message id).
+    messages: HashMap<(i64, i64), Shown>,
 }
 
 struct Shared {
@@ -222,6 +246,11 @@ impl FakeTelegram {
         self.shared.updates_arrived.notify_waiters();
     }
 
+    /// What the bot's message `id` in `chat` shows now.
+    pub fn message(&self, chat: i64, id: i64) -> Option<Shown> {
+        self.inner().messages.get(&(chat, id)).cloned()
+    }
+
     /// Every request so far.
     pub fn calls(&self) -> Vec<Call> {
         self.inner().calls.clone()
@@ -297,7 +326,7 @@ fn error(status: u16, description: &str, retry_after: Option<u32>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     "getMe",
     "getUpdates",
     "sendPhoto",
@@ -305,6 +334,7 @@ const KNOWN: [&str; 7] = [
     "sendMessage",
     "editMessageCaption",
     "editMessageText",
+    "editMessageReplyMarkup",
 ];
 
 async fn read_params(request: Request<Body>) -> (Map<String, Value>, Option<Vec<u8>>) {
@@ -418,7 +448,12 @@ async fn handle(
             "has_main_web_app": false,
         })),
         "getUpdates" => get_updates(&shared, &params).await,
-        "sendPhoto" | "sendVideo" | "sendMessage" | "editMessageCaption" | "editMessageText" => {
+        "sendPhoto"
+        | "sendVideo"
+        | "sendMessage"
+        | "editMessageCaption"
+        | "editMessageText"
+        | "editMessageReplyMarkup" => {
             let Some(chat) = params.get("chat_id").and_then(Value::as_i64) else {
                 return error(400, "Bad Request: chat_id is empty", None);
             };
@@ -426,50 +461,93 @@ async fn handle(
             if inner.chats.as_ref().is_some_and(|c| !c.contains(&chat)) {
                 return error(400, "Bad Request: chat not found", None);
             }
+            // Telegram counts an empty keyboard as none.
+            let markup = params
+                .get("reply_markup")
+                .filter(|m| {
+                    m["inline_keyboard"]
+                        .as_array()
+                        .is_none_or(|rows| !rows.is_empty())
+                })
+                .cloned();
             let id = if method.starts_with("edit") {
-                params["message_id"].as_i64().expect("message_id")
+                let id = params["message_id"].as_i64().expect("message_id");
+                let Some(old) = inner.messages.get(&(chat, id)).cloned() else {
+                    return error(400, "Bad Request: message to edit not found", None);
+                };
+                let text = match method.as_str() {
+                    "editMessageCaption" if !old.photo => {
+                        return error(
+                            400,
+                            "Bad Request: there is no caption in the message to edit",
+                            None,
+                        )
+                    }
+                    "editMessageText" if old.photo => {
+                        return error(
+                            400,
+                            "Bad Request: there is no text in the message to edit",
+                            None,
+                        )
+                    }
+                    "editMessageCaption" => params.get("caption").and_then(Value::as_str),
+                    "editMessageText" => params.get("text").and_then(Value::as_str),
+                    _ => Some(old.text.as_str()),
+                };
+                let new = Shown {
+                    photo: old.photo,
+                    text: text.unwrap_or_default().to_string(),
+                    reply_markup: markup,
+                    edits: old.edits + 1,
+                };
+                if new.text == old.text && new.reply_markup == old.reply_markup {
+                    return error(400, NOT_MODIFIED, None);
+                }
+                inner.messages.insert((chat, id), new);
+                id
             } else {
                 inner.next_message_id += 1;
-                inner.next_message_id
+                let id = inner.next_message_id;
+                // A video's caption is edited like a photo's.
+                let photo = method == "sendPhoto" || method == "sendVideo";
+                let text = params.get(if photo { "caption" } else { "text" });
+                let shown = Shown {
+                    photo,
+                    text: text.and_then(Value::as_str).unwrap_or_default().to_string(),
+                    reply_markup: markup,
+                    edits: 0,
+                };
+                inner.messages.insert((chat, id), shown);
+                id
             };
             inner.calls[index].message_id = Some(id);
+            let shown = inner.messages[&(chat, id)].clone();
             let mut message = json!({
                 "message_id": id,
                 "from": bot_user(),
                 "chat": chat_json(chat),
                 "date": unix_s(),
             });
-            if let Some(markup) = params.get("reply_markup") {
+            if let Some(markup) = &shown.reply_markup {
                 message["reply_markup"] = markup.clone();
             }
-            match method.as_str() {
-                "sendPhoto" => {
-                    message["photo"] = json!([
-                        {"file_id": format!("photo-{id}-s"), "file_unique_id": format!("u{id}s"), "width": 90, "height": 68, "file_size": 1000},
-                        {"file_id": format!("photo-{id}"), "file_unique_id": format!("u{id}"), "width": 320, "height": 240, "file_size": 10000},
-                    ]);
-                    message["caption"] = params.get("caption").cloned().unwrap_or(json!(""));
-                }
-                "sendVideo" => {
-                    message["video"] = json!({
-                        "file_id": format!("video-{id}"), "file_unique_id": format!("v{id}"),
-                        "width": 320, "height": 240, "duration": 20,
-                    });
-                    message["caption"] = params.get("caption").cloned().unwrap_or(json!(""));
-                }
-                "editMessageCaption" => {
-                    message["photo"] = json!([
-                        {"file_id": format!("photo-{id}"), "file_unique_id": format!("u{id}"), "width": 320, "height": 240},
-                    ]);
-                    message["caption"] = params.get("caption").cloned().unwrap_or(json!(""));
-                    message["edit_date"] = json!(unix_s());
-                }
-                _ => {
-                    message["text"] = params.get("text").cloned().unwrap_or(json!(""));
-                    if method == "editMessageText" {
-                        message["edit_date"] = json!(unix_s());
-                    }
-                }
+            if method == "sendVideo" {
+                message["video"] = json!({
+                    "file_id": format!("video-{id}"), "file_unique_id": format!("v{id}"),
+                    "width": 320, "height": 240, "duration": 20,
+                });
+                message["caption"] = json!(shown.text);
+            } else if shown.photo {
+                message["photo"] = json!([
+                    {"file_id": format!("photo-{id}-s"), "file_unique_id": format!("u{id}s"), "width": 90, "height": 68, "file_size": 1000},
+                    {"file_id": format!("photo-{id}"), "file_unique_id": format!("u{id}"), "width": 320, "height": 240, "file_size": 10000},
+                ]);
+                message["caption"] = json!(shown.text);
+            } else {
+                message["text"] = json!(shown.text);
+            }
+            if shown.edits > 0 {
+                message["edit_date"] = json!(unix_s());
             }
             ok(message)
         }

@@ -255,7 +255,13 @@ impl Api {
         Ok(sent(&message, false, text))
     }
 
-    /// Replaces the caption or text of `message`; its button goes away.
+    /// Replaces the caption of a photo message (editMessageCaption) or the
+    /// text of a text message (editMessageText; Telegram refuses the other
+    /// method for each kind). Its button goes away: Telegram drops the
+    /// inline keyboard of a message edited without `reply_markup`, which is
+    /// the usual way to remove one. "Message is not modified" (the message
+    /// says this already, e.g. an attempt that timed out had arrived) is a
+    /// success, not an error to retry.
     pub async fn edit(&self, message: &Sent, text: &str) -> Result<(), ApiError> {
         let (chat, id) = (ChatId(message.chat), MessageId(message.id));
         let result = if message.photo {
@@ -270,7 +276,8 @@ impl Api {
                 .await
         };
         match result {
-            Ok(_) | Err(RequestError::Api(TgError::MessageNotModified)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(RequestError::Api(e)) if not_modified(&e) => Ok(()),
             Err(e) => Err(self.error(e)),
         }
     }
@@ -352,6 +359,16 @@ fn sent(message: &Message, photo: bool, text: &str) -> Sent {
         id: message.id.0,
         photo,
         text: text.to_string(),
+    }
+}
+
+/// The edit changed nothing: teloxide knows Telegram's usual wording; any
+/// other wording of the same answer is read as well.
+fn not_modified(e: &TgError) -> bool {
+    match e {
+        TgError::MessageNotModified => true,
+        TgError::Unknown(text) => text.starts_with("Bad Request: message is not modified"),
+        _ => false,
     }
 }
 
@@ -441,6 +458,18 @@ mod tests {
             assert_eq!(e.kind, kind, "{e}");
             assert!(!e.message.contains("CANARY"), "{e}");
         }
+    }
+
+    #[test]
+    fn an_edit_that_changes_nothing_is_recognised() {
+        assert!(not_modified(&TgError::MessageNotModified));
+        assert!(not_modified(&TgError::Unknown(
+            "Bad Request: message is not modified: same as before".into()
+        )));
+        assert!(!not_modified(&TgError::MessageToEditNotFound));
+        assert!(!not_modified(&TgError::Unknown(
+            "Bad Request: message can't be edited".into()
+        )));
     }
 
     #[test]

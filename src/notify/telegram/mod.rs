@@ -8,12 +8,22 @@
 //! previews off) when there is no camera. Each chat is retried on its own for
 //! `retry_for` (see [`super::retry`]); the call never waits for any of it.
 //!
-//! Follow-ups come from the call events: `answered` edits the messages
-//! ("Answered at 14:03", the button goes: the room is taken); an `ended`
-//! without an answer replies "Missed at 14:04" (a reply buzzes the phone, an
-//! edit does not) and edits the button away. A message that is delivered late
-//! (the API was slow) gets the follow-ups that happened meanwhile: per call,
-//! whoever comes second (the delivery or the event) applies them.
+//! Each ring is one message per chat whose last line tells how the ring
+//! went, edited as the call goes: "Ringing…"; at `answered` "Answered at
+//! 14:03." (the button goes: the room is taken); at the end of an answered
+//! call "Answered at 14:03 (1 min 20 s)."; an `ended` without an answer
+//! "Missed at 14:04." or "Not answered at 14:04 (why).", with a reply
+//! "Missed at 14:04: ..." as well (a reply buzzes the phone, an edit does
+//! not). Once the ring is answered or over, the link leaves the text too: an
+//! old message must not send anyone into a room that is taken or gone.
+//!
+//! The follow-ups run as spawned tasks and an edit may be retried for
+//! seconds, so they can overtake each other, and a message can be delivered
+//! late (the API was slow) after some of them. Hence an edit never carries
+//! an event's news: it shows the call's state *as it is when the edit is
+//! made*, one edit at a time per message, and it is skipped when the message
+//! shows that already. Whoever comes last (an event or the delivery) leaves
+//! the message right.
 //!
 //! [`api`] is the only module that speaks teloxide; [`bot`] answers the
 //! owner's commands.
@@ -26,12 +36,14 @@ use futures_util::future::{BoxFuture, FutureExt};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Mutex as AsyncMutex;
 
 use self::api::{Api, ApiError, Button, ErrorKind, Sent};
 use super::retry::retry;
 use super::{Notifier, NotifyError, Ring};
 use crate::call::event::CallEvent;
 use crate::call::event::{EndReason, EventKind};
+use crate::history::store::span;
 use crate::media::ring_picture::{Picture, RingPictures};
 use crate::media::unix_ms;
 
@@ -72,17 +84,55 @@ struct CallState {
     /// The `ringing` event's time (Unix ms).
     rang_at: Option<u64>,
     snapshot: Option<Snapshot>,
+    /// The viewer link, once the ring message is written.
+    link: Option<String>,
     /// Ring messages delivered.
-    messages: Vec<Sent>,
+    messages: Vec<RingMessage>,
+    /// The first `answered` (or `connected`): the call's length counts from it.
     answered_at: Option<u64>,
     ended: Option<(EndReason, u64)>,
 }
 
-/// A follow-up to apply to a ring message.
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Answered { at: u64 },
-    NotAnswered { reason: EndReason, at: u64 },
+/// A ring message in one chat and what it shows.
+#[derive(Clone)]
+struct RingMessage {
+    sent: Sent,
+    /// Held while the message is edited, so that its edits do not overtake
+    /// each other.
+    shown: Arc<AsyncMutex<Shown>>,
+}
+
+/// What a ring message shows now.
+struct Shown {
+    status: Status,
+    /// The missed-call reply went out (or was given up).
+    replied: bool,
+}
+
+/// The last line of a ring message: how the ring went so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Status {
+    Ringing,
+    /// Answered at `at`; the call goes on.
+    Answered {
+        at: u64,
+    },
+    /// Answered at `at`, over at `ended`.
+    Talked {
+        at: u64,
+        ended: u64,
+    },
+    NotAnswered {
+        reason: EndReason,
+        at: u64,
+    },
+}
+
+impl Status {
+    /// The ring is over: the link is dead.
+    fn over(self) -> bool {
+        matches!(self, Status::Talked { .. } | Status::NotAnswered { .. })
+    }
 }
 
 impl TelegramNotifier {
@@ -176,11 +226,12 @@ impl Inner {
 
     async fn ring(&self, ring: Ring) -> Result<(), NotifyError> {
         let (rang_at, snapshot) = self.prepare(ring.call, None);
+        self.with_call(ring.call, |c| c.link = Some(ring.link.clone()));
         let photo = match snapshot {
             Some(s) => s.await,
             None => None,
         };
-        let text = ring_text(rang_at, &ring.link);
+        let text = ring_text(rang_at, Some(&ring.link), Status::Ringing);
         let button = match reqwest::Url::parse(&ring.link) {
             Ok(url) => Some(Button {
                 text: ANSWER.into(),
@@ -191,18 +242,21 @@ impl Inner {
                 None
             }
         };
-        let sends =
-            self.settings.chat_ids.iter().map(|&chat| {
-                self.deliver(chat, photo.clone(), &text, button.as_ref(), "ring message")
-            });
-        let results = futures_util::future::join_all(sends).await;
-        let mut errors = Vec::new();
-        for result in results {
-            match result {
-                Ok(sent) => self.delivered(ring.call, sent).await,
-                Err(e) => errors.push(e),
-            }
-        }
+        // Each chat's message is brought up to date as soon as it is there,
+        // not after the slowest chat's.
+        let (photo, text, button, call) = (&photo, &text, button.as_ref(), ring.call);
+        let sends = self.settings.chat_ids.iter().map(|&chat| async move {
+            let sent = self
+                .deliver(chat, photo.clone(), text, button, "ring message")
+                .await?;
+            self.delivered(call, sent).await;
+            Ok(())
+        });
+        let errors = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
         self.outcome(errors)
     }
 
@@ -303,15 +357,18 @@ impl Inner {
         }
     }
 
-    /// A ring message arrived: remember it, and apply what already happened.
+    /// A ring message arrived: remember it, and bring it up to date with
+    /// what happened meanwhile.
     async fn delivered(&self, call: u64, sent: Sent) {
-        let outcome = self.with_call(call, |c| {
-            c.messages.push(sent.clone());
-            outcome_of(c)
-        });
-        if let Some(outcome) = outcome {
-            self.apply(sent, outcome).await;
-        }
+        let message = RingMessage {
+            sent,
+            shown: Arc::new(AsyncMutex::new(Shown {
+                status: Status::Ringing,
+                replied: false,
+            })),
+        };
+        self.with_call(call, |c| c.messages.push(message.clone()));
+        self.update(call, message).await;
     }
 
     async fn follow_up(&self, event: CallEvent) {
@@ -319,32 +376,29 @@ impl Inner {
         if let EventKind::VoicemailRecorded { file, seconds } = &event.event.kind {
             return self.voicemail(call, file, *seconds, event.ts).await;
         }
-        let (messages, outcome) = match &event.event.kind {
+        let messages = match &event.event.kind {
             EventKind::Ringing => {
                 self.prepare(call, Some(event.ts));
                 return;
             }
             EventKind::Answered | EventKind::Connected => self.with_call(call, |c| {
                 if c.answered_at.is_some() || c.ended.is_some() {
-                    return (Vec::new(), None);
+                    return Vec::new();
                 }
                 c.answered_at = Some(event.ts);
-                (c.messages.clone(), outcome_of(c))
+                c.messages.clone()
             }),
             EventKind::Ended { reason } => self.with_call(call, |c| {
                 if c.ended.is_some() {
-                    return (Vec::new(), None);
+                    return Vec::new();
                 }
                 c.ended = Some((*reason, event.ts));
                 c.snapshot = None;
-                // Answered calls were followed up already.
-                let outcome = outcome_of(c).filter(|_| c.answered_at.is_none());
-                (c.messages.clone(), outcome)
+                c.messages.clone()
             }),
             _ => return,
         };
-        let Some(outcome) = outcome else { return };
-        let updates = messages.into_iter().map(|m| self.apply(m, outcome));
+        let updates = messages.into_iter().map(|m| self.update(call, m));
         futures_util::future::join_all(updates).await;
     }
 
@@ -362,7 +416,10 @@ impl Inner {
             clock(at)
         );
         let sends = self.settings.chat_ids.iter().map(|&chat| {
-            let reply_to = messages.iter().find(|m| m.chat == chat).map(|m| m.id);
+            let reply_to = messages
+                .iter()
+                .find(|m| m.sent.chat == chat)
+                .map(|m| m.sent.id);
             let (data, caption) = (data.clone(), caption.clone());
             async move {
                 let label = format!("telegram: voicemail to chat {chat}");
@@ -378,61 +435,96 @@ impl Inner {
         futures_util::future::join_all(sends).await;
     }
 
-    /// Edits (and for a missed call, replies to) one ring message.
-    async fn apply(&self, message: Sent, outcome: Outcome) {
-        let chat = message.chat;
+    /// Edits one ring message to show the call as it is now (and for a
+    /// missed call, replies to it once).
+    async fn update(&self, call: u64, message: RingMessage) {
+        let mut shown = message.shown.lock().await;
+        // Read under the message's lock: an update that waited for an older
+        // one sees what happened meanwhile.
+        let (status, text) = self.with_call(call, |c| {
+            let status = status_of(c);
+            let text = ring_text(c.rang_at.unwrap_or_default(), c.link.as_deref(), status);
+            (status, text)
+        });
+        if status == shown.status {
+            return;
+        }
+        let sent = &message.sent;
+        let chat = sent.chat;
         let bound = self.settings.retry_for;
-        let edited = match outcome {
-            Outcome::Answered { at } => {
-                format!("{}\n\n✅ Answered at {}.", message.text, clock(at))
-            }
-            Outcome::NotAnswered { reason, at } => {
+        if let Status::NotAnswered { reason, at } = status {
+            if !shown.replied {
+                shown.replied = true;
                 let reply = missed_text(reason, at);
                 let label = format!("telegram: missed-call reply to chat {chat}");
-                let sent = retry(&label, bound, || {
-                    self.api.send_text(chat, &reply, None, Some(message.id))
+                let result = retry(&label, bound, || {
+                    self.api.send_text(chat, &reply, None, Some(sent.id))
                 })
                 .await;
-                if let Err(e) = sent {
+                if let Err(e) = result {
                     tracing::warn!("{label}: {e}");
                 }
-                format!("{}\n\n{}", message.text, missed_note(reason))
             }
-        };
+        }
         let label = format!("telegram: follow-up edit in chat {chat}");
-        if let Err(e) = retry(&label, bound, || self.api.edit(&message, &edited)).await {
-            tracing::warn!("{label}: {e}");
+        match retry(&label, bound, || self.api.edit(sent, &text)).await {
+            Ok(()) => shown.status = status,
+            // The next update tries again.
+            Err(e) => tracing::warn!("{label}: {e}"),
         }
     }
 }
 
-/// The follow-up due for a call's messages, if any.
-fn outcome_of(c: &CallState) -> Option<Outcome> {
-    if let Some(at) = c.answered_at {
-        return Some(Outcome::Answered { at });
+/// How the ring went so far.
+fn status_of(c: &CallState) -> Status {
+    match (c.answered_at, c.ended) {
+        (Some(at), Some((_, ended))) => Status::Talked { at, ended },
+        (Some(at), None) => Status::Answered { at },
+        (None, Some((reason, at))) => Status::NotAnswered { reason, at },
+        (None, None) => Status::Ringing,
     }
-    c.ended
-        .map(|(reason, at)| Outcome::NotAnswered { reason, at })
 }
 
-fn ring_text(at_ms: u64, link: &str) -> String {
-    format!(
-        "🔔 Someone is at the door ({}).\nAnswer: {link}",
-        clock(at_ms)
-    )
+/// A ring message: who rang when, the link while the ring waits for an
+/// answer, and the status line.
+fn ring_text(rang_at: u64, link: Option<&str>, status: Status) -> String {
+    let mut text = match (status, link) {
+        (Status::Ringing, Some(link)) => format!(
+            "🔔 Someone is at the door ({}).\nAnswer: {link}",
+            clock(rang_at)
+        ),
+        _ if status.over() => format!("🔔 Someone rang at {}.", clock(rang_at)),
+        _ => format!("🔔 Someone is at the door ({}).", clock(rang_at)),
+    };
+    text.push_str("\n\n");
+    text.push_str(&status_line(status));
+    text
 }
 
+fn status_line(status: Status) -> String {
+    match status {
+        Status::Ringing => "⏳ Ringing…".into(),
+        Status::Answered { at } => format!("✅ Answered at {}.", clock(at)),
+        Status::Talked { at, ended } => format!(
+            "✅ Answered at {} ({}).",
+            clock(at),
+            span(ended.saturating_sub(at))
+        ),
+        Status::NotAnswered {
+            reason: EndReason::Unanswered,
+            at,
+        } => format!("❌ Missed at {}.", clock(at)),
+        Status::NotAnswered { reason, at } => {
+            format!("❌ Not answered at {} ({}).", clock(at), why(reason))
+        }
+    }
+}
+
+/// The reply to a missed ring (it buzzes the phone, an edit does not).
 fn missed_text(reason: EndReason, at_ms: u64) -> String {
     match reason {
         EndReason::Unanswered => format!("Missed at {}: nobody answered the door.", clock(at_ms)),
         other => format!("Not answered at {}: {}.", clock(at_ms), why(other)),
-    }
-}
-
-fn missed_note(reason: EndReason) -> String {
-    match reason {
-        EndReason::Unanswered => "Missed.".into(),
-        other => format!("Not answered ({}).", why(other)),
     }
 }
 
@@ -473,13 +565,45 @@ mod tests {
         assert_eq!(clock(u64::MAX), "?");
     }
 
+    const LINK: &str = "https://bell.example.org/?room=abc";
+
     #[test]
-    fn the_ring_text_carries_the_link() {
-        let t = ring_text(1_700_000_000_000, "https://bell.example.org/?room=abc");
-        assert!(t.contains("Someone is at the door"), "{t}");
-        assert!(
-            t.ends_with("Answer: https://bell.example.org/?room=abc"),
-            "{t}"
+    fn the_ring_text_carries_the_link_while_it_is_of_use() {
+        let rang = 1_700_000_000_000;
+        let t = ring_text(rang, Some(LINK), Status::Ringing);
+        assert_eq!(
+            t,
+            format!(
+                "🔔 Someone is at the door ({}).\nAnswer: {LINK}\n\n⏳ Ringing…",
+                clock(rang)
+            )
+        );
+        let at = rang + 20_000;
+        let t = ring_text(rang, Some(LINK), Status::Answered { at });
+        assert_eq!(
+            t,
+            format!(
+                "🔔 Someone is at the door ({}).\n\n✅ Answered at {}.",
+                clock(rang),
+                clock(at)
+            ),
+            "the room is taken: no link"
+        );
+        let t = ring_text(
+            rang,
+            Some(LINK),
+            Status::Talked {
+                at,
+                ended: at + 80_400,
+            },
+        );
+        assert_eq!(
+            t,
+            format!(
+                "🔔 Someone rang at {}.\n\n✅ Answered at {} (1 min 20 s).",
+                clock(rang),
+                clock(at)
+            )
         );
     }
 
@@ -494,22 +618,42 @@ mod tests {
         let n = missed_text(EndReason::NoOffer, at);
         assert!(n.starts_with("Not answered at "), "{n}");
         assert!(n.contains("could not be set up"), "{n}");
-        assert_eq!(missed_note(EndReason::Unanswered), "Missed.");
+        let missed = Status::NotAnswered {
+            reason: EndReason::Unanswered,
+            at,
+        };
+        let t = ring_text(at - 30_000, Some(LINK), missed);
+        assert!(!t.contains(LINK), "the ring is over: {t}");
+        assert!(
+            t.ends_with(&format!("\n\n❌ Missed at {}.", clock(at))),
+            "{t}"
+        );
+        let failed = Status::NotAnswered {
+            reason: EndReason::MediaFailed,
+            at,
+        };
+        assert_eq!(
+            status_line(failed),
+            format!("❌ Not answered at {} (the connection failed).", clock(at))
+        );
     }
 
     #[test]
-    fn outcomes_follow_the_call() {
+    fn the_status_follows_the_call() {
         let mut c = CallState::default();
-        assert!(outcome_of(&c).is_none());
+        assert_eq!(status_of(&c), Status::Ringing);
         c.ended = Some((EndReason::Unanswered, 5));
-        assert!(matches!(
-            outcome_of(&c),
-            Some(Outcome::NotAnswered {
+        assert_eq!(
+            status_of(&c),
+            Status::NotAnswered {
                 reason: EndReason::Unanswered,
                 at: 5
-            })
-        ));
+            }
+        );
+        c.ended = None;
         c.answered_at = Some(3);
-        assert!(matches!(outcome_of(&c), Some(Outcome::Answered { at: 3 })));
+        assert_eq!(status_of(&c), Status::Answered { at: 3 });
+        c.ended = Some((EndReason::ViewerLeft, 9));
+        assert_eq!(status_of(&c), Status::Talked { at: 3, ended: 9 });
     }
 }
