@@ -968,3 +968,33 @@ async fn polling_backs_off_while_the_api_fails_rings_still_work_and_cancel_stops
         "no answer after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sends_the_link_to_the_one_who_asked_and_rings_nobody() {
+    let mut s = setup(TOKEN, &[111, 222]).await;
+    s.config.call.viewer_join_timeout = Duration::from_secs(1);
+    let mut bell = start(&s.config).await;
+    s.tg.wait_for("getUpdates", 1, |_| true).await;
+    s.tg.push_message(222, "/live");
+    let reply =
+        s.tg.wait_for("sendMessage", 1, |c| c.str("text").starts_with("Live view"))
+            .await
+            .remove(0);
+    assert_eq!(reply.chat(), 222, "to the one who asked");
+    let (started, _) = bell.until("live_started").await;
+    let room = started.event.room.clone();
+    let text = reply.str("text");
+    assert!(text.contains(&format!("room={room}")), "{text}");
+    let (ended, seen) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "unanswered");
+    assert!(!names(&seen).contains(&"notified"), "{:?}", names(&seen));
+    assert!(
+        s.tg.calls_of("sendPhoto").is_empty(),
+        "no ring message to anyone"
+    );
+    assert!(
+        s.tg.calls_of("sendMessage").iter().all(|c| c.chat() == 222),
+        "nothing to the other owner"
+    );
+    bell.stop().await;
+}

@@ -111,7 +111,9 @@ async fn a_missed_visitor_leaves_a_message_that_reaches_the_owner() {
     let share = doorbell::media::audio::power_share(&pcm, 440.0);
     assert!(share > 0.5, "440 Hz share {share:.2}");
 
-    // The prompt played on the door's speaker (the WAV of call 1).
+    // The prompt played on the door's speaker (the WAV of call 1, whole
+    // once the prompt is over).
+    bell.wait_log("voicemail: prompt played").await;
     let (rms, _) = recorded_tone(&wav_of(dir.path(), 1));
     assert!(rms > 300.0, "the prompt at the door: RMS {rms}");
 
