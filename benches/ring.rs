@@ -21,7 +21,10 @@
 //! (1 s), and the next press waits until the missed-call follow-up has been
 //! edited in, so that no Telegram traffic of one ring overlaps the next.
 //!
-//! Usage: cargo bench --bench ring -- [--presses 20] [--settle-frames 5] [--size 640x480] [--fps 30] [--source testsrc] [--binary target/release/doorbell]
+//! With `--voicemail SECONDS` the voicemail is on (no prompt) and each press
+//! is also timed to its `sendVideo` request complete at the fake API.
+//!
+//! Usage: cargo bench --bench ring -- [--presses 20] [--settle-frames 5] [--size 640x480] [--fps 30] [--source testsrc] [--binary target/release/doorbell] [--voicemail 20]
 
 #[path = "../tests/common/fake_telegram.rs"]
 mod fake_telegram;
@@ -48,6 +51,8 @@ struct Args {
     /// `video.source`: `testsrc`, or a real camera (`v4l2:/dev/video0`).
     source: String,
     binary: String,
+    /// With `[voicemail]` on, this long a message: press -> sendVideo too.
+    voicemail: Option<u64>,
 }
 
 fn args() -> Args {
@@ -59,6 +64,7 @@ fn args() -> Args {
         fps: 30,
         source: "testsrc".into(),
         binary: "target/release/doorbell".into(),
+        voicemail: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -69,6 +75,9 @@ fn args() -> Args {
             "--fps" => a.fps = value("N").parse().expect("--fps N"),
             "--binary" => a.binary = value("PATH"),
             "--source" => a.source = value("SOURCE"),
+            "--voicemail" => {
+                a.voicemail = Some(value("SECONDS").parse().expect("--voicemail SECONDS"))
+            }
             "--size" => {
                 let v = value("WxH");
                 let (w, h) = v.split_once('x').expect("--size WxH");
@@ -173,7 +182,7 @@ async fn main() {
              [control]\nenabled = false\n\
              [history]\ndir = \"{}\"\n\
              [notify.telegram]\nenabled = true\nchat_ids = [{CHAT}]\napi_url = \"{}\"\n\
-             settle_frames = {}\n",
+             settle_frames = {}\n{}",
             a.source,
             a.width,
             a.height,
@@ -181,6 +190,11 @@ async fn main() {
             dir.path().join("history").display(),
             tg.url,
             a.settle_frames,
+            match a.voicemail {
+                Some(n) =>
+                    format!("[voicemail]\nenabled = true\nseconds = \"{n}s\"\nprompt = \"none\"\n"),
+                None => String::new(),
+            },
         ),
     )
     .unwrap();
@@ -233,16 +247,20 @@ async fn main() {
     let mut photo = Vec::new();
     let mut ringing = Vec::new();
     let mut room = Vec::new();
+    let mut video = Vec::new();
+    let mut after_end = Vec::new();
     let mut presses = 0;
     while photo.len() < a.presses {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let photos_before = tg.calls_of("sendPhoto").len();
         let edits_before = tg.calls_of("editMessageCaption").len();
+        let videos_before = tg.calls_of("sendVideo").len();
         let pressed = Instant::now();
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
         presses += 1;
         let (mut rang, mut created, mut reason) = (None, None, None);
+        let mut ended_at = pressed;
         while reason.is_none() {
             let (at, e) = tokio::time::timeout(WAIT, events.recv())
                 .await
@@ -251,7 +269,10 @@ async fn main() {
             match e["event"].as_str() {
                 Some("ringing") => rang = Some(at - pressed),
                 Some("room_created") => created = Some(at - pressed),
-                Some("ended") => reason = e["reason"].as_str().map(str::to_string),
+                Some("ended") => {
+                    ended_at = at;
+                    reason = e["reason"].as_str().map(str::to_string)
+                }
                 _ => {}
             }
         }
@@ -265,6 +286,11 @@ async fn main() {
         // The missed-call edit: the last Telegram request of this ring.
         until_calls(&tg, "editMessageCaption", edits_before + 1).await;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if a.voicemail.is_some() {
+            let sent = until_calls(&tg, "sendVideo", videos_before + 1).await;
+            video.push(ms(sent[videos_before].at - pressed));
+            after_end.push(ms(sent[videos_before].at - ended_at));
+        }
         photo.push(ms(at - pressed));
         ringing.push(ms(rang.expect("a ringing event")));
         room.push(ms(created.expect("a room_created event")));
@@ -295,6 +321,18 @@ async fn main() {
     println!("press -> room_created event: {}", summary(&room));
     if !pictures.is_empty() {
         println!("ring picture taken in: {}", summary(pictures));
+    }
+    if let Some(n) = a.voicemail {
+        println!(
+            "press -> sendVideo (voicemail) at the API: {}",
+            summary(&video)
+        );
+        // The clip's pre-roll (up to 2 s before the ring ended) counts in
+        // its n s, so the video leaves less than n s after the end.
+        println!(
+            "ring ended -> sendVideo at the API ({n} s clip, pre-roll included): {}",
+            summary(&after_end)
+        );
     }
     let all: Vec<String> = photo.iter().map(|ms| format!("{ms:.0}")).collect();
     println!("every press -> sendPhoto, ms: {}", all.join(" "));
