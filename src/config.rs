@@ -426,15 +426,8 @@ impl ControlConfig {
 /// `$RUNTIME_DIRECTORY/control.sock` under systemd (`RuntimeDirectory=`), else
 /// `$XDG_RUNTIME_DIR/doorbell.sock`, else `/tmp/doorbell-<uid>.sock`.
 pub fn default_control_socket() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
-        // systemd may pass several, colon-separated; the first is ours.
-        let first = dir
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        return Path::new(&first).join("control.sock");
+    if let Some(dir) = crate::systemd::directory("RUNTIME_DIRECTORY") {
+        return dir.join("control.sock");
     }
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return Path::new(&dir).join("doorbell.sock");

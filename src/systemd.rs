@@ -79,6 +79,15 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// The directory systemd gives the service in `var` (`RUNTIME_DIRECTORY=`,
+/// `STATE_DIRECTORY=`): it may pass several, colon-separated; the first is
+/// ours.
+pub fn directory(var: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os(var).filter(|d| !d.is_empty())?;
+    let first = dirs.to_string_lossy().split(':').next()?.to_string();
+    Some(PathBuf::from(first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -293,32 +293,18 @@ async fn answered_calls_are_recorded_with_both_voices() {
     let seconds = recorded["seconds"].as_f64().unwrap();
     assert!(seconds > 0.5, "{recorded}");
 
-    let probe = ffprobe(&clip);
-    let streams = probe["streams"].as_array().unwrap();
-    let kinds: Vec<(&str, &str)> = streams
-        .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap(),
-                s["codec_name"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(kinds, [("video", "h264"), ("audio", "opus")], "{probe}");
-    let video = seconds_of(&probe, &streams[0]);
+    let video = assert_h264_and_opus_from_an_idr(&clip);
     assert!(
         (video - seconds).abs() <= 0.05 * seconds + 0.05,
         "video {video} s against {seconds} s recorded"
     );
+    let probe = ffprobe(&clip);
     assert_eq!(
-        (streams[0]["width"].as_u64(), streams[0]["height"].as_u64()),
+        (
+            probe["streams"][0]["width"].as_u64(),
+            probe["streams"][0]["height"].as_u64()
+        ),
         (Some(320), Some(240))
-    );
-    let first = first_video_frame(&clip);
-    assert_eq!(
-        (first["key_frame"].as_u64(), first["pict_type"].as_str()),
-        (Some(1), Some("I")),
-        "{first}"
     );
 
     // Both voices, mixed into the one track.
@@ -345,8 +331,4 @@ async fn answered_calls_are_recorded_with_both_voices() {
         "record | call {seconds:.2} s, ffprobe video {video:.2} s, 440 Hz {door:.2}, 1000 Hz {viewer:.2}, Chromium {duration:.2} s played to {time:.2} s"
     );
     assert!(bell.stop().success());
-}
-
-fn seconds_of(probe: &Value, stream: &Value) -> f64 {
-    seconds(probe, stream)
 }

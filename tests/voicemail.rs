@@ -75,28 +75,10 @@ async fn a_missed_visitor_leaves_a_message_that_reaches_the_owner() {
     let seconds = message["seconds"].as_f64().unwrap();
 
     // One H.264 and one Opus stream, 6 s within 5 %, an I frame first.
-    let probe = ffprobe(&clip);
-    let streams = probe["streams"].as_array().unwrap();
-    let kinds: Vec<(&str, &str)> = streams
-        .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap(),
-                s["codec_name"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(kinds, [("video", "h264"), ("audio", "opus")], "{probe}");
-    let video = common::probe::seconds(&probe, &streams[0]);
+    let video = assert_h264_and_opus_from_an_idr(&clip);
     assert!(
         (video - 6.0).abs() <= 0.3,
         "the clip is {video} s for 6 s asked ({seconds} s said)"
-    );
-    let first = first_video_frame(&clip);
-    assert_eq!(
-        (first["key_frame"].as_u64(), first["pict_type"].as_str()),
-        (Some(1), Some("I")),
-        "{first}"
     );
     // The pre-roll: the first picture was taken before the ring ended, by
     // at most one GOP (2 s) and a frame.

@@ -2,28 +2,15 @@
 //! door without a ring: no chime, nobody else notified) through its control
 //! socket, and prints the viewer link to open.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::button::control;
-use crate::config::{default_control_socket, Config};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The daemon's config file, to find its control socket.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
-    /// The control socket (overrides the config).
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-}
+/// Its arguments are `doorbell ring`'s: how to find the control socket.
+pub use super::ring::Args;
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = match (args.socket, args.config) {
-        (Some(s), _) => s,
-        (None, Some(c)) => Config::load(&c)?.control.socket_path(),
-        (None, None) => default_control_socket(),
-    };
+    let path = super::ring::control_socket(args.socket, args.config)?;
     let reply = control::request(&path, "live").await?;
     match reply.strip_prefix("live ") {
         Some(link) => {

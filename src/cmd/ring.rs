@@ -17,12 +17,21 @@ pub struct Args {
     pub socket: Option<PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = match (args.socket, args.config) {
+/// The control socket: `socket` when given, else the one `config` names,
+/// else the default one.
+pub(crate) fn control_socket(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    Ok(match (socket, config) {
         (Some(s), _) => s,
         (None, Some(c)) => Config::load(&c)?.control.socket_path(),
         (None, None) => default_control_socket(),
-    };
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = control_socket(args.socket, args.config)?;
     let reply = control::request(&path, "ring").await?;
     println!("{reply}");
     Ok(super::exit(reply.starts_with("ringing")))

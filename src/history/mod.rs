@@ -49,15 +49,8 @@ pub fn resolve_dir(configured: Option<&Path>) -> (PathBuf, &'static str) {
     if let Some(d) = configured {
         return (d.to_path_buf(), "history.dir");
     }
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        // systemd may pass several, colon-separated; the first is ours.
-        let first = dir
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        return (PathBuf::from(first), "$STATE_DIRECTORY");
+    if let Some(dir) = crate::systemd::directory("STATE_DIRECTORY") {
+        return (dir, "$STATE_DIRECTORY");
     }
     let system = Path::new("/var/lib/doorbell");
     if system.is_dir() {

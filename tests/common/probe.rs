@@ -124,3 +124,35 @@ pub async fn chromium_plays(clip: &Path) -> (f64, f64) {
         last["time"].as_f64().unwrap_or(0.0),
     )
 }
+
+/// `(codec_type, codec_name)` of each stream ffprobe found.
+pub fn stream_kinds(probe: &Value) -> Vec<(String, String)> {
+    probe["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("?").to_string(),
+                s["codec_name"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// An H.264 stream and an Opus stream, in that order, and an I frame first:
+/// what every clip of the doorbell must be. The video stream's length in
+/// seconds.
+pub fn assert_h264_and_opus_from_an_idr(clip: &Path) -> f64 {
+    let probe = ffprobe(clip);
+    let kinds = stream_kinds(&probe);
+    let want = [("video", "h264"), ("audio", "opus")].map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(kinds, want, "{probe}");
+    let first = first_video_frame(clip);
+    assert_eq!(
+        (first["key_frame"].as_u64(), first["pict_type"].as_str()),
+        (Some(1), Some("I")),
+        "{first}"
+    );
+    seconds(&probe, &probe["streams"][0])
+}

@@ -173,7 +173,11 @@ impl Api {
                 "notify.telegram.api_url {api_url:?} is not an http(s) URL"
             ));
         }
+        // One idle connection kept besides the long poll in flight: rings
+        // are rare, and a burst of edits (several chats, a call's end)
+        // would otherwise leave a connection per request open for 90 s.
         let client = teloxide::net::default_reqwest_settings()
+            .pool_max_idle_per_host(1)
             .build()
             .map_err(|e| token.redact(&format!("cannot set up the HTTP client: {e}")))?;
         let bot = Bot::with_client(token.expose(), client).set_api_url(url);

@@ -317,14 +317,7 @@ impl Bot {
             }),
             BotCommand::Snapshot => self.snapshot(chat).await,
             BotCommand::Live => {
-                let (tx, rx) = oneshot::channel();
-                let answer = match self.commands.send(Command::Live { reply: Some(tx) }).await {
-                    Ok(()) => tokio::time::timeout(COMMAND_LIMIT, rx)
-                        .await
-                        .ok()
-                        .and_then(Result::ok),
-                    Err(_) => None,
-                };
+                let answer = self.press(|reply| Command::Live { reply }).await;
                 Some(match answer {
                     Some(RingReply::Live { link }) => {
                         format!("Live view (no ring, nobody else told; it stops by itself): {link}")
@@ -337,14 +330,7 @@ impl Bot {
                 })
             }
             BotCommand::Ring => {
-                let (tx, rx) = oneshot::channel();
-                let answer = match self.commands.send(Command::Ring { reply: Some(tx) }).await {
-                    Ok(()) => tokio::time::timeout(COMMAND_LIMIT, rx)
-                        .await
-                        .ok()
-                        .and_then(Result::ok),
-                    Err(_) => None,
-                };
+                let answer = self.press(|reply| Command::Ring { reply }).await;
                 Some(match answer {
                     Some(RingReply::Ringing { .. }) => {
                         "Ringing, like a press of the button: the ring message follows.".into()
@@ -384,6 +370,17 @@ impl Bot {
             }
         }
         None
+    }
+
+    /// Sends a press (`Ring` or `Live`) to the call loop; its reply, if it
+    /// came in time.
+    async fn press(
+        &self,
+        command: impl FnOnce(Option<oneshot::Sender<RingReply>>) -> Command,
+    ) -> Option<RingReply> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(command(Some(tx))).await.ok()?;
+        tokio::time::timeout(COMMAND_LIMIT, rx).await.ok()?.ok()
     }
 
     async fn status(&self) -> Option<Status> {
