@@ -835,6 +835,12 @@ async fn the_bot_answers_status_snapshot_ring_and_history() {
     let (ended, _) = bell.until("ended").await;
     assert_eq!(ended.to_json()["reason"], "unanswered");
 
+    // The event goes out as the row's end is being written.
+    eventually("the missed ring in the history", || {
+        bell.bell.history.recent(1).first().map(|r| r.outcome)
+            == Some(doorbell::history::Outcome::Missed)
+    })
+    .await;
     s.tg.push_message(111, "/history");
     let history =
         s.tg.wait_for("sendMessage", 1, to_111("newest first"))

@@ -245,9 +245,12 @@ impl History {
         let pictures = pictures.filter(|_| self.settings.snapshots);
         tokio::spawn(async move {
             loop {
+                // Events first: a ring that ended just before the stop is
+                // written before the task goes.
                 let event = tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    biased;
                     e = events.recv() => e,
+                    _ = cancel.cancelled() => return,
                 };
                 let e = match event {
                     Ok(e) => e,
