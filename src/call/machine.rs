@@ -303,6 +303,18 @@ impl CallMachine {
         }
     }
 
+    /// Tells the owners: the current call's room and link.
+    fn notify(&self, out: &mut Vec<Action>) {
+        if let Some(c) = &self.call {
+            out.push(Action::Notify {
+                epoch: self.epoch,
+                call: c.number,
+                room: c.room.clone(),
+                link: self.link(),
+            });
+        }
+    }
+
     /// The viewer link of the current call's room.
     pub fn link(&self) -> String {
         viewer_link(&self.config.link_template, self.room().unwrap_or_default())
@@ -321,13 +333,7 @@ impl CallMachine {
             c.live = false;
             self.emit(EventKind::Ringing, out);
             if self.state != State::Joining {
-                let c = self.call.as_ref().expect("looking has a call");
-                out.push(Action::Notify {
-                    epoch: self.epoch,
-                    call: c.number,
-                    room: c.room.clone(),
-                    link: self.link(),
-                });
+                self.notify(out);
             }
             return;
         }
@@ -335,13 +341,8 @@ impl CallMachine {
             self.emit(EventKind::Busy, out);
             let renotify = self.config.press_during_call == PressDuringCall::Renotify
                 && matches!(self.state, State::WaitingViewer | State::WaitingOffer);
-            if let (true, Some(c)) = (renotify, &self.call) {
-                out.push(Action::Notify {
-                    epoch: self.epoch,
-                    call: c.number,
-                    room: c.room.clone(),
-                    link: self.link(),
-                });
+            if renotify {
+                self.notify(out);
             }
             return;
         }
@@ -403,15 +404,9 @@ impl CallMachine {
         match (&self.state, msg) {
             (State::Joining, Message::Created(room)) if ours(&room, self) => {
                 self.emit(EventKind::RoomCreated, out);
-                let c = self.call.as_ref().expect("joining has a call");
                 // A live view's link went to the one who asked.
-                if !c.live {
-                    out.push(Action::Notify {
-                        epoch: self.epoch,
-                        call: c.number,
-                        room: c.room.clone(),
-                        link: self.link(),
-                    });
+                if !self.call.as_ref().expect("joining has a call").live {
+                    self.notify(out);
                 }
                 self.state = State::WaitingViewer;
                 self.set_step(now, Some(self.config.timeouts.viewer_join));
