@@ -57,6 +57,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub record: RecordConfig,
     pub voicemail: VoicemailConfig,
+    pub replies: RepliesConfig,
     pub live: LiveConfig,
     pub log: LogConfig,
 }
@@ -75,6 +76,69 @@ impl Default for LiveConfig {
         Self {
             max_duration: Duration::from_secs(590),
         }
+    }
+}
+
+/// `[replies]`: the owner's voice at the door from Telegram, while it rings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepliesConfig {
+    /// Quick-reply buttons under the ring message, and voice messages to
+    /// the bot played at the door (both need `notify.telegram.commands`
+    /// and a speaker).
+    pub enabled: bool,
+    /// Longer voice messages are refused (with a reply saying so).
+    #[serde(with = "duration")]
+    pub voice_max: Duration,
+    /// The buttons, in order.
+    pub quick: Vec<QuickReplyConfig>,
+}
+
+/// One quick-reply button: its text, and what the door plays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuickReplyConfig {
+    pub text: String,
+    /// `builtin:coming`, `builtin:leave-it`, a WAV file (48 kHz, 16-bit)
+    /// or an Ogg/Opus file; at most 15 s.
+    pub sound: String,
+}
+
+impl Default for RepliesConfig {
+    fn default() -> Self {
+        let builtin = |name: &str| QuickReplyConfig {
+            text: crate::door_voice::builtin_text(name)
+                .unwrap_or(name)
+                .to_string(),
+            sound: format!("builtin:{name}"),
+        };
+        Self {
+            enabled: true,
+            voice_max: Duration::from_secs(30),
+            quick: vec![builtin("coming"), builtin("leave-it")],
+        }
+    }
+}
+
+impl RepliesConfig {
+    /// The settings, every sound read and decoded.
+    pub fn settings(&self) -> Result<crate::door_voice::RepliesSettings, String> {
+        let quick = self
+            .quick
+            .iter()
+            .map(|q| {
+                let pcm = crate::door_voice::load_sound(&q.sound)
+                    .map_err(|e| format!("replies.quick {:?}: {e}", q.text))?;
+                Ok(crate::door_voice::QuickReply {
+                    text: q.text.clone(),
+                    pcm: std::sync::Arc::new(pcm),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(crate::door_voice::RepliesSettings {
+            quick,
+            voice_max: self.voice_max,
+        })
     }
 }
 
@@ -193,6 +257,10 @@ pub struct SignalingConfig {
     pub reconnect_min: Duration,
     #[serde(with = "duration")]
     pub reconnect_max: Duration,
+    /// A private file with the key shared with `doorbell serve
+    /// --look-key-file`: the server's "Look now" button then reaches this
+    /// doorbell.
+    pub look_key_file: Option<PathBuf>,
 }
 
 impl Default for SignalingConfig {
@@ -206,6 +274,7 @@ impl Default for SignalingConfig {
             insecure_skip_verify: false,
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
+            look_key_file: None,
         }
     }
 }
@@ -730,6 +799,32 @@ impl Config {
                 "voicemail.seconds",
                 "must be between 3s and 120s (the clip is kept in memory until it is written)"
                     .into(),
+            ));
+        }
+        let r = &self.replies;
+        if r.quick.len() > crate::door_voice::MAX_QUICK {
+            return Err(invalid(
+                "replies.quick",
+                format!(
+                    "at most {} buttons fit under a ring message",
+                    crate::door_voice::MAX_QUICK
+                ),
+            ));
+        }
+        if let Some(q) = r
+            .quick
+            .iter()
+            .find(|q| q.text.trim().is_empty() || q.text.chars().count() > 40)
+        {
+            return Err(invalid(
+                "replies.quick",
+                format!("{:?}: a button's text must be 1 to 40 characters", q.text),
+            ));
+        }
+        if r.voice_max < Duration::from_secs(1) || r.voice_max > Duration::from_secs(300) {
+            return Err(invalid(
+                "replies.voice_max",
+                "must be between 1s and 300s".into(),
             ));
         }
         let h = &self.history;

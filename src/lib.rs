@@ -45,6 +45,7 @@ pub mod call;
 pub mod chime;
 pub mod cmd;
 pub mod config;
+pub mod door_voice;
 pub mod gpio;
 pub mod history;
 pub mod media;

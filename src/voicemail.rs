@@ -253,7 +253,7 @@ impl Ring {
             let Some(hold) = lease.try_hold() else {
                 return tracing::debug!(call, "voicemail: the speaker is busy; no prompt");
             };
-            match media.speaker(call) {
+            match media.courtesy_speaker(call) {
                 Ok(Some(mut sink)) => match chime::play(&pcm, sink.as_mut(), &hold) {
                     Ok(()) => tracing::info!(call, "voicemail: prompt played"),
                     Err(e) => tracing::warn!(call, "voicemail: the prompt: {e}"),

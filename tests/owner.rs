@@ -453,3 +453,125 @@ async fn the_history_page_shows_the_rings_with_their_pictures_to_the_owner_only(
     }
     drop(serve);
 }
+
+/// A private file holding `key`.
+fn key_file(dir: &std::path::Path, name: &str, key: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{key}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+async fn post(
+    server: SocketAddr,
+    path: &str,
+    cookie: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    http(
+        server,
+        [127, 0, 0, 1],
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: bell\r\nCookie: {cookie}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await
+}
+
+/// Polls the owner page until `pred` holds for its body.
+async fn owner_page_until(addr: SocketAddr, cookie: &str, pred: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let (status, _, body) = get(addr, "/owner", Some(cookie)).await;
+        assert_eq!(status, 200);
+        if pred(&body) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < common::WAIT,
+            "the owner page stayed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// "Look now" on the owner page of a real `doorbell serve`: a doorbell
+/// with a wrong look key is not taken for the doorbell; with the right one
+/// the button opens a live view (no chime, no notification) and sends the
+/// owner to its viewer page, where a viewer gets the door's video; a second
+/// press during it is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_now_opens_a_live_view_from_the_owner_page() {
+    common::init_logs();
+    const KEY: &str = "look-key-for-the-owner-page-test";
+    let dir = tempfile::tempdir().unwrap();
+    let file = hash_file(dir.path());
+    let server_key = key_file(dir.path(), "server.key", KEY);
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--owner-password-file",
+            file.to_str().unwrap(),
+            "--look-key-file",
+            server_key.to_str().unwrap(),
+        ],
+    );
+    let addr = serve.addr;
+    let url = format!("http://{addr}");
+    let (_, headers, _) = login(addr, [127, 0, 0, 1], PASSWORD, "").await;
+    let cookie = cookie_pair(header(&headers, "set-cookie").unwrap());
+    let body = owner_page_until(addr, &cookie, |b| b.contains("not connected")).await;
+    assert!(!body.contains("Look now</button>"), "{body}");
+    let (status, _, body) = post(addr, "/look", &cookie).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("not connected"), "{body}");
+
+    // A doorbell with the wrong key.
+    let wrong = key_file(dir.path(), "wrong.key", "not-the-look-key-of-this-server");
+    let bell_dir = tempfile::tempdir().unwrap();
+    let mut config = common::loopback_config(&url, bell_dir.path());
+    config.signaling.look_key_file = Some(wrong);
+    let impostor = common::Bell::start(&config).await;
+    impostor.wait_connected().await;
+    let start = Instant::now();
+    while !serve.log().contains("wrong look key") {
+        assert!(start.elapsed() < common::WAIT, "{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = owner_page_until(addr, &cookie, |_| true).await;
+    assert!(body.contains("not connected"), "{body}");
+    impostor.stop().await;
+
+    // The doorbell.
+    config.signaling.look_key_file = Some(key_file(dir.path(), "bell.key", KEY));
+    let mut bell = common::Bell::start(&config).await;
+    bell.wait_connected().await;
+    owner_page_until(addr, &cookie, |b| b.contains("Look now</button>")).await;
+    let (status, headers, _) = post(addr, "/look", &cookie).await;
+    assert_eq!(status, 303);
+    let location = header(&headers, "location").unwrap().to_string();
+    let room = location
+        .strip_prefix("/?room=")
+        .unwrap_or_else(|| panic!("to the viewer page: {location}"))
+        .to_string();
+    let (started, _) = bell.until("live_started").await;
+    assert_eq!(started.event.room, room);
+    // Busy while it runs.
+    let (status, _, body) = post(addr, "/look", &cookie).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("busy"), "{body}");
+    let report =
+        common::view_call(&url, &room, 30, (320, 240), Duration::from_secs(1), 1000.0).await;
+    assert!(
+        report.decoded_frames >= 15,
+        "{} frames",
+        report.decoded_frames
+    );
+    let (_, seen) = bell.until("ended").await;
+    let names = common::names(&seen);
+    assert!(!names.contains(&"ringing"), "no ring: {names:?}");
+    assert!(!names.contains(&"notified"), "nobody told: {names:?}");
+    bell.stop().await;
+    assert!(!serve.log().contains(KEY), "{}", serve.log());
+    drop(serve);
+}

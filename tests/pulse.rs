@@ -10,13 +10,19 @@
 //! - a full call with both the microphone and the speaker on PulseAudio: the
 //!   viewer's voice goes out of the doorbell's speaker, into the monitor, into
 //!   the doorbell's microphone and back to the viewer, who hears its own tone;
-//! - a press plays the chime on the speaker.
+//! - a press plays the chime on the speaker;
+//! - the owner's quick reply (a button under the ring message) and voice
+//!   message (Ogg/Opus, made by ffmpeg) are heard on the speaker while the
+//!   door rings, through the fake Bot API; a voice message too long, one that
+//!   is Vorbis, an MP3 sent as music, and an old button get a reply saying why.
 //!
 //! Needs `pulseaudio` and `libasound2-plugins` (`scripts/test` installs them).
 
 #![cfg(feature = "audio")]
 
 mod common;
+#[path = "common/fake_telegram.rs"]
+mod fake_telegram;
 
 use common::*;
 use std::io::Read;
@@ -284,4 +290,246 @@ async fn a_press_plays_the_chime_on_the_speaker() {
     let _ =
         std::fs::File::open(pulse().dir.join("log")).and_then(|mut f| f.read_to_string(&mut log));
     assert!(!log.contains("E: "), "pulseaudio reported errors: {log}");
+}
+
+/// A file made by ffmpeg from a sine tone: `-c:a CODEC`, into `name`.
+fn ffmpeg_tone(dir: &std::path::Path, name: &str, hz: u32, seconds: f64, codec: &str) -> Vec<u8> {
+    let path = dir.join(name);
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!(
+            "sine=frequency={hz}:duration={seconds}:sample_rate=48000"
+        ))
+        .args(["-ac", "1", "-c:a", codec])
+        .arg(&path)
+        .output()
+        .expect("ffmpeg runs (apt install ffmpeg; scripts/test does)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(path).unwrap()
+}
+
+/// The 100 ms windows of `heard` where `hz` dominates.
+fn windows_of(heard: &[i16], hz: f64) -> usize {
+    heard
+        .chunks(4800)
+        .filter(|w| w.len() == 4800 && rms(w) > 300.0 && power_share(w, hz) > 0.6)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn quick_replies_and_voice_messages_are_heard_at_the_door() {
+    const TOKEN: &str = "424242:pulse-replies-token-AAAAAAAAAAAAAAAAAAAA";
+    const CHAT: i64 = 111;
+    let _one = serial();
+    pulse();
+    init_logs();
+    let tg = fake_telegram::FakeTelegram::start(TOKEN).await;
+    let files = tempfile::tempdir().unwrap();
+    let token = files.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The quick reply: 1.5 s of 660 Hz in a WAV file, as an owner's own.
+    let reply_wav = files.path().join("coming.wav");
+    {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&reply_wav, spec).unwrap();
+        let mut tone = Tone::new(660.0);
+        let mut frame = [0i16; AUDIO_FRAME];
+        for _ in 0..75 {
+            tone.read(&mut frame).unwrap();
+            for s in frame {
+                w.write_sample(s).unwrap();
+            }
+        }
+        w.finalize().unwrap();
+    }
+    // The voice message: 2 s of 550 Hz, Ogg/Opus as Telegram records it.
+    let voice = ffmpeg_tone(files.path(), "voice.ogg", 550, 2.0, "libopus");
+    let vorbis = ffmpeg_tone(files.path(), "vorbis.ogg", 550, 2.0, "libvorbis");
+    let mp3 = ffmpeg_tone(files.path(), "song.mp3", 550, 2.0, "libmp3lame");
+    let Rig {
+        mut bell,
+        server: _server,
+        dir: _dir,
+    } = rig(|c| {
+        c.audio.speaker = "device:pulse".into();
+        c.chime.sound = "none".into();
+        c.call.viewer_join_timeout = Duration::from_secs(9);
+        c.notify.telegram.enabled = true;
+        c.notify.telegram.chat_ids = vec![CHAT];
+        c.notify.telegram.token_file = Some(token.clone());
+        c.notify.telegram.api_url = tg.url.clone();
+        c.notify.telegram.snapshot = false;
+        c.replies.quick = vec![
+            doorbell::config::QuickReplyConfig {
+                text: "Coming".into(),
+                sound: reply_wav.display().to_string(),
+            },
+            doorbell::config::QuickReplyConfig {
+                text: "Leave it".into(),
+                sound: "builtin:leave-it".into(),
+            },
+        ];
+    })
+    .await;
+    // The bot polls before anything is sent to it.
+    tg.wait_for("getUpdates", 1, |_| true).await;
+
+    // Listen on the monitor for the whole ring.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let listener = std::thread::spawn(move || {
+        let mut mic = DeviceSource::open("pulse").unwrap();
+        capture(&mut mic, 0.2);
+        ready_tx.send(()).unwrap();
+        capture(&mut mic, 8.0)
+    });
+    tokio::task::spawn_blocking(move || ready_rx.recv().unwrap())
+        .await
+        .unwrap();
+    assert!(bell.ring().await.starts_with("ringing "));
+    let ring = tg
+        .wait_for("sendMessage", 1, |c| c.str("text").contains("at the door"))
+        .await
+        .remove(0);
+    let message = ring.message_id.unwrap();
+    let rows = ring.params["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .expect("buttons under the ring message")
+        .clone();
+    assert_eq!(rows.len(), 3, "Answer and two quick replies: {rows:?}");
+    assert_eq!(rows[0][0]["text"], "Answer");
+    assert_eq!(rows[1][0]["text"], "🗣 Coming");
+    assert_eq!(rows[2][0]["text"], "🗣 Leave it");
+    let data = rows[1][0]["callback_data"].as_str().unwrap().to_string();
+    assert!(data.len() <= 64, "{data}");
+
+    // A quick reply.
+    let pressed = tg.push_callback(CHAT, message, &data);
+    let answer = tg
+        .wait_for("answerCallbackQuery", 1, |c| {
+            c.str("callback_query_id") == pressed
+        })
+        .await;
+    assert_eq!(answer[0].str("text"), "Playing at the door: “Coming”");
+    let (played, _) = bell.until("reply_played").await;
+    assert_eq!(
+        played.event.kind,
+        doorbell::call::event::EventKind::ReplyPlayed {
+            what: "quick".into(),
+            text: "Coming".into(),
+            seconds: 1.5
+        }
+    );
+
+    // A voice message, then three it cannot play.
+    let sent = tg.push_voice(CHAT, &voice, 2, "audio/ogg");
+    let long = tg.push_voice(CHAT, &voice, 95, "audio/ogg");
+    let not_opus = tg.push_voice(CHAT, &vorbis, 2, "audio/ogg");
+    let music = tg.push_audio(CHAT, &mp3, 2, "audio/mpeg");
+    let reply_to = |id: i64| {
+        move |c: &fake_telegram::Call| {
+            c.params
+                .get("reply_parameters")
+                .is_some_and(|r| r["message_id"] == id)
+        }
+    };
+    let playing = tg.wait_for("sendMessage", 1, reply_to(sent)).await;
+    assert_eq!(
+        playing[0].str("text"),
+        "▶ Playing your voice message at the door (2 s)."
+    );
+    let (played, _) = bell.until("reply_played").await;
+    assert!(
+        matches!(&played.event.kind, doorbell::call::event::EventKind::ReplyPlayed { what, seconds, .. }
+            if what == "voice" && (seconds - 2.0).abs() < 0.05),
+        "{played:?}"
+    );
+    let refused = tg.wait_for("sendMessage", 1, reply_to(long)).await;
+    assert!(
+        refused[0].str("text").contains("longer than 30 s"),
+        "{:?}",
+        refused[0]
+    );
+    let refused = tg.wait_for("sendMessage", 1, reply_to(not_opus)).await;
+    assert!(
+        refused[0].str("text").contains("Vorbis"),
+        "{:?}",
+        refused[0]
+    );
+    let refused = tg.wait_for("sendMessage", 1, reply_to(music)).await;
+    assert!(
+        refused[0].str("text").contains("not a voice message"),
+        "{:?}",
+        refused[0]
+    );
+
+    let heard = tokio::task::spawn_blocking(move || listener.join().unwrap())
+        .await
+        .unwrap();
+    let (coming, voice_heard) = (windows_of(&heard, 660.0), windows_of(&heard, 550.0));
+    eprintln!("heard: 660 Hz in {coming} windows of 100 ms, 550 Hz in {voice_heard}");
+    assert!(
+        coming >= 10,
+        "the quick reply (1.5 s of 660 Hz) was heard: {coming} windows"
+    );
+    assert!(
+        voice_heard >= 15,
+        "the voice message (2 s of 550 Hz) was heard: {voice_heard} windows"
+    );
+
+    // The ring message says what was played; once the ring is over, its
+    // buttons are gone and an old button does nothing.
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(
+        ended.event.kind,
+        doorbell::call::event::EventKind::Ended {
+            reason: doorbell::call::event::EndReason::Unanswered
+        }
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let shown = tg.message(CHAT, message).unwrap();
+        if shown.text.contains("Missed") || Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(shown.text.contains("🗣 “Coming” at "), "{}", shown.text);
+    assert!(
+        shown.text.contains("🗣 A voice message (2 s) at "),
+        "{}",
+        shown.text
+    );
+    assert!(shown.text.contains("Missed at"), "{}", shown.text);
+    assert_eq!(shown.reply_markup, None, "the buttons are gone");
+    let late = tg.push_callback(CHAT, message, &data);
+    let answer = tg
+        .wait_for("answerCallbackQuery", 1, |c| {
+            c.str("callback_query_id") == late
+        })
+        .await;
+    assert_eq!(
+        answer[0].str("text"),
+        "That button belongs to a ring that is over."
+    );
+    bell.stop().await;
 }

@@ -73,6 +73,7 @@ fn harness(config: Config) -> Harness {
         commands: command_rx,
         events: events_tx,
         tap: None,
+        look_key: None,
     };
     tokio::spawn(engine.run(cancel.clone()));
     Harness {

@@ -38,6 +38,10 @@ pub struct Engine {
     pub events: broadcast::Sender<CallEvent>,
     /// A copy of every call's encoded media (a recorder), if anyone wants it.
     pub tap: Option<Arc<dyn MediaTap>>,
+    /// The look key shared with `doorbell serve` (`signaling.look_key_file`):
+    /// with it the doorbell says `doorbell_hello` after each connect, and the
+    /// server's "Look now" button reaches it.
+    pub look_key: Option<String>,
 }
 
 /// Trickled candidates waiting for the peer.
@@ -62,6 +66,7 @@ struct Loop {
     candidates: Option<(Epoch, mpsc::Sender<IceCandidate>)>,
     started: Instant,
     calls: u64,
+    look_key: Option<String>,
 }
 
 impl Engine {
@@ -77,6 +82,7 @@ impl Engine {
             mut commands,
             events,
             tap,
+            look_key,
         } = self;
         let (signaling_out, outgoing) = mpsc::channel::<Message>(64);
         let (feedback, mut inputs) = mpsc::channel::<Input>(256);
@@ -96,6 +102,7 @@ impl Engine {
             candidates: None,
             started: Instant::now(),
             calls: 0,
+            look_key,
         };
         {
             // Follow-ups for notifiers (answered, missed, ...).
@@ -126,7 +133,11 @@ impl Engine {
                 }
                 Some(command) = commands.recv(), if !shutting_down => lp.command(command),
                 Some(event) = signaling_events.recv() => match event {
-                    SignalingEvent::Up => { lp.feed(Input::SignalingUp); }
+                    SignalingEvent::Up => {
+                        lp.feed(Input::SignalingUp);
+                        lp.hello();
+                    }
+                    SignalingEvent::Message(Message::Look { request }) => lp.look(request),
                     SignalingEvent::Down => { lp.feed(Input::SignalingDown); }
                     SignalingEvent::Message(m) => {
                         tracing::debug!(message = %m, "signaling message");
@@ -232,6 +243,47 @@ impl Loop {
                 });
             }
         }
+    }
+
+    /// Tells `doorbell serve` that this is the doorbell (with the look key).
+    fn hello(&mut self) {
+        if let Some(key) = self.look_key.clone() {
+            self.act(Action::Send(Message::DoorbellHello { key }));
+        }
+    }
+
+    /// The server asks for a live view for the owner ("Look now"): like
+    /// `doorbell live`, with the outcome sent back to the server.
+    fn look(&mut self, request: String) {
+        if self.look_key.is_none() {
+            return tracing::warn!(
+                "the signaling server asked for a live view, but signaling.look_key_file \
+                 is not set; ignored"
+            );
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.press(Some(tx), true);
+        let reply = match rx.try_recv() {
+            Ok(RingReply::Live { .. }) => match self.machine.room() {
+                Some(room) => Message::LookStarted {
+                    request,
+                    room: room.to_string(),
+                },
+                None => Message::LookRefused {
+                    request,
+                    reason: "the live view ended at once".into(),
+                },
+            },
+            Ok(other) => Message::LookRefused {
+                request,
+                reason: other.to_string(),
+            },
+            Err(_) => Message::LookRefused {
+                request,
+                reason: "no answer from the call loop".into(),
+            },
+        };
+        self.act(Action::Send(reply));
     }
 
     /// A press (`live`: a live view): a fresh room, then the machine.

@@ -141,6 +141,13 @@ pub enum EventKind {
         file: String,
         seconds: f64,
     },
+    /// The owner's reply started playing at the door (`what`: `quick` for a
+    /// quick-reply button, `voice` for a voice message; `text` says which).
+    ReplyPlayed {
+        what: String,
+        text: String,
+        seconds: f64,
+    },
 }
 
 impl EventKind {
@@ -160,6 +167,7 @@ impl EventKind {
             EventKind::Busy => "busy",
             EventKind::Recorded { .. } => "recorded",
             EventKind::VoicemailRecorded { .. } => "voicemail_recorded",
+            EventKind::ReplyPlayed { .. } => "reply_played",
         }
     }
 }
@@ -206,6 +214,15 @@ impl CallEvent {
             } => {
                 v["what"] = json!(what);
                 v["file"] = json!(file);
+                v["seconds"] = json!((seconds * 10.0).round() / 10.0);
+            }
+            EventKind::ReplyPlayed {
+                what,
+                text,
+                seconds,
+            } => {
+                v["what"] = json!(what);
+                v["text"] = json!(text);
                 v["seconds"] = json!((seconds * 10.0).round() / 10.0);
             }
             _ => {}

@@ -14,6 +14,7 @@ use crate::call::driver::Engine;
 use crate::call::event::CallEvent;
 use crate::chime;
 use crate::config::Config;
+use crate::door_voice::DoorVoice;
 use crate::history::History;
 use crate::media::lease::SpeakerLease;
 use crate::media::opener::ConfiguredMedia;
@@ -65,6 +66,12 @@ pub async fn start(
             speaker.clone(),
         )),
     };
+    let look_key = look_key(config.signaling.look_key_file.as_deref())?.map(|(key, from)| {
+        tracing::info!(
+            "look key from {from}: the server's \"Look now\" button can reach this doorbell"
+        );
+        key
+    });
     let (signaling_tx, signaling_events) = mpsc::channel(256);
     // Not a child of `cancel`: see the call loop's task below. Until then a
     // failed start closes it.
@@ -157,13 +164,17 @@ pub async fn start(
             Err(e) => tracing::error!("voicemail: {e}; the doorbell runs without it"),
         }
     }
+    let voice = door_voice(config, &media, &speaker, &events, &cancel);
     let notifiers = notifiers(
         config,
         options.stdout_notifier,
-        media.clone(),
-        pictures,
-        commands.clone(),
-        history.clone(),
+        OwnerParts {
+            media: media.clone(),
+            pictures,
+            commands: commands.clone(),
+            history: history.clone(),
+            voice,
+        },
         cancel.child_token(),
     )?;
     if let Some(text) = opened.notice {
@@ -192,6 +203,7 @@ pub async fn start(
         commands: command_rx,
         events: events.clone(),
         tap,
+        look_key,
     };
     // The chime is a courtesy to the visitor: without it the bell still rings
     // the owner, so a missing sound file or relay is logged, not fatal.
@@ -223,6 +235,82 @@ pub async fn start(
     })
 }
 
+/// Quick replies and voice messages at the door (`[replies]`), when the
+/// owner can send them (the bot takes commands) and the door can play them.
+fn door_voice(
+    config: &Config,
+    media: &Arc<dyn MediaOpener>,
+    speaker: &SpeakerLease,
+    events: &broadcast::Sender<CallEvent>,
+    cancel: &CancellationToken,
+) -> Option<DoorVoice> {
+    let t = &config.notify.telegram;
+    if !config.replies.enabled || !t.enabled {
+        return None;
+    }
+    if !t.commands {
+        tracing::info!("replies: off, as the bot takes no commands (notify.telegram.commands)");
+        return None;
+    }
+    if matches!(SinkSpec::parse(&config.audio.speaker), Ok(SinkSpec::None)) {
+        tracing::info!("replies: off, as the door has no speaker (audio.speaker)");
+        return None;
+    }
+    match config.replies.settings() {
+        Ok(settings) => {
+            tracing::info!(
+                "replies: {} quick-reply button(s) under each ring message; voice messages \
+                 up to {} s are played at the door while it rings",
+                settings.quick.len(),
+                settings.voice_max.as_secs()
+            );
+            Some(DoorVoice::start(
+                settings,
+                media.clone(),
+                speaker.clone(),
+                events,
+                cancel.child_token(),
+            ))
+        }
+        Err(e) => {
+            tracing::error!("replies: {e}; the doorbell runs without them");
+            None
+        }
+    }
+}
+
+/// The key shared with `doorbell serve` for its "Look now" button, from
+/// `$DOORBELL_LOOK_KEY`, `signaling.look_key_file` (mode 0600) or the systemd
+/// credential `look-key`; a secret for the log from now on. With where it
+/// came from, for the log.
+pub fn look_key(file: Option<&std::path::Path>) -> anyhow::Result<Option<(String, String)>> {
+    let Some((key, from)) = crate::secret::load("DOORBELL_LOOK_KEY", file, "look-key")
+        .map_err(|e| anyhow::anyhow!("signaling.look_key_file: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let key = key.expose().to_string();
+    crate::redact::add(&key);
+    if key.len() < 16 || key.len() > 256 || key.chars().any(char::is_control) {
+        anyhow::bail!(
+            "the look key from {from} must be 16 to 256 characters on one line \
+             (make one: head -c 24 /dev/urandom | base64)"
+        );
+    }
+    Ok(Some((key, from)))
+}
+
+/// What the owner's notifiers and bot work with.
+struct OwnerParts {
+    media: Arc<dyn MediaOpener>,
+    /// The ring's picture, shared with the history.
+    pictures: RingPictures,
+    /// Into the call loop (the bot's `/ring`, `/live`, `/status`).
+    commands: mpsc::Sender<Command>,
+    history: History,
+    voice: Option<DoorVoice>,
+}
+
 /// The notifiers `config` asks for, in order: stdout (when `stdout` allows it:
 /// not with `--events json`), Telegram, then each webhook. Starts the Telegram
 /// bot (token check, commands) in the background, stopped by `cancel`. Fails
@@ -232,12 +320,16 @@ pub async fn start(
 fn notifiers(
     config: &Config,
     stdout: bool,
-    media: Arc<dyn MediaOpener>,
-    pictures: RingPictures,
-    commands: mpsc::Sender<Command>,
-    history: History,
+    parts: OwnerParts,
     cancel: CancellationToken,
 ) -> Result<Vec<Arc<dyn Notifier>>, NotifyError> {
+    let OwnerParts {
+        media,
+        pictures,
+        commands,
+        history,
+        voice,
+    } = parts;
     let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
     if stdout && config.notify.stdout {
         notifiers.push(Arc::new(notify::stdout::StdoutNotifier));
@@ -263,6 +355,7 @@ fn notifiers(
                 retry_for: t.retry_for,
             },
             pictures,
+            voice.clone(),
         )));
         notify::telegram::bot::spawn(
             api,
@@ -274,6 +367,7 @@ fn notifiers(
             media,
             commands,
             history,
+            voice,
             cancel,
         );
     }

@@ -71,6 +71,12 @@ pub struct Args {
     /// pages show its history (/history), pictures and recordings.
     #[arg(long, value_name = "DIR")]
     pub history_dir: Option<std::path::PathBuf>,
+    /// File (mode 0600) with the look key the doorbell also has
+    /// (`signaling.look_key_file`): the owner page's "Look now" button then
+    /// asks the doorbell for a live view. Also taken from
+    /// $DOORBELL_LOOK_KEY or the systemd credential `look-key`.
+    #[arg(long, value_name = "FILE")]
+    pub look_key_file: Option<std::path::PathBuf>,
     /// Log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -169,6 +175,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let viewer_turn = viewer_turn(&args)?;
     let owner = owner(&args)?;
+    let look_key =
+        crate::cmd::daemon::look_key(args.look_key_file.as_deref())?.map(|(key, from)| {
+            tracing::info!("look key from {from}: the owner page has \"Look now\"");
+            crate::secret::Secret::new(key)
+        });
+    if look_key.is_some() && owner.is_none() {
+        tracing::warn!(
+            "a look key without an owner password: \"Look now\" is on the owner page, which is off"
+        );
+    }
     let cancel = CancellationToken::new();
     shutdown_on_signals(cancel.clone());
     let settings = ServerSettings {
@@ -184,6 +200,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         viewer_turn,
         owner,
         history_dir: args.history_dir.clone(),
+        look_key,
     };
     let server = server::start(&args.listen, settings, cancel.clone()).await?;
     eprintln!(

@@ -24,6 +24,7 @@ pub mod lease;
 pub mod memory;
 pub mod mp4;
 pub mod negotiate;
+pub mod ogg_opus;
 pub mod opener;
 pub mod ring_picture;
 pub mod snapshot;
@@ -140,6 +141,12 @@ pub trait MediaOpener: Send + Sync {
     fn video(&self) -> Result<Option<Box<dyn VideoSource>>, MediaError>;
     fn microphone(&self) -> Result<Option<Box<dyn AudioSource>>, MediaError>;
     fn speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError>;
+    /// The speaker for a courtesy sound (the voicemail prompt, a quick
+    /// reply) played by one who holds the [`lease::SpeakerLease`]: unlike
+    /// [`MediaOpener::speaker`], it does not ask the holder to let go.
+    fn courtesy_speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError> {
+        self.speaker(call)
+    }
     /// Encoder settings for the video this opener produces.
     fn video_settings(&self) -> EncoderSettings;
 }

@@ -61,11 +61,32 @@ impl MediaOpener for ConfiguredMedia {
     }
 
     fn speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError> {
+        self.open_speaker(call, true)
+    }
+
+    fn courtesy_speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError> {
+        self.open_speaker(call, false)
+    }
+
+    fn video_settings(&self) -> EncoderSettings {
+        self.settings.encoder.clone()
+    }
+}
+
+impl ConfiguredMedia {
+    /// `take_over`: for the call, which stops a chime still playing first.
+    /// A courtesy sound holds the lease itself and must not.
+    fn open_speaker(
+        &self,
+        call: u64,
+        take_over: bool,
+    ) -> Result<Option<Box<dyn AudioSink>>, MediaError> {
         let sink: Box<dyn AudioSink> = match &self.settings.speaker {
             SinkSpec::Wav(path) => Box::new(wav::WavSink::create(path, call)?),
             SinkSpec::Device(name) => {
-                // A chime still playing gives the device up first.
-                self.lease.take_over();
+                if take_over {
+                    self.lease.take_over();
+                }
                 open_output(name)?
             }
             SinkSpec::None => return Ok(None),
@@ -74,10 +95,6 @@ impl MediaOpener for ConfiguredMedia {
             sink,
             self.settings.speaker_volume,
         )))
-    }
-
-    fn video_settings(&self) -> EncoderSettings {
-        self.settings.encoder.clone()
     }
 }
 

@@ -11,6 +11,12 @@
 //! per client per minute. An abuser is refused and logged once a minute per
 //! address and limit (a flood must not flood the journal too); everyone else
 //! goes on.
+//!
+//! With a look key (`--look-key-file`, the same key as the doorbell's
+//! `signaling.look_key_file`), the doorbell says `doorbell_hello` with it
+//! after connecting, and the owner page's "Look now" button asks it for a
+//! live view (`look`; it answers `look_started` with the room, or
+//! `look_refused`), then sends the owner to the viewer page of that room.
 
 pub mod owner;
 mod owner_pages;
@@ -65,6 +71,9 @@ pub struct ServerSettings {
     /// The doorbell's history directory (`history.dir`) when it runs on this
     /// machine: the owner's history page shows it.
     pub history_dir: Option<std::path::PathBuf>,
+    /// The key the doorbell proves itself with (`doorbell_hello`); `None`:
+    /// no "Look now" button.
+    pub look_key: Option<crate::secret::Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +92,7 @@ impl Default for ServerSettings {
             viewer_turn: None,
             owner: None,
             history_dir: None,
+            look_key: None,
         }
     }
 }
@@ -111,8 +121,16 @@ struct Hub {
     minted: Mutex<HashMap<Sid, String>>,
     /// Messages for sockets not yet marked connected (see [`Hub::emit_to`]).
     early: Mutex<HashMap<Sid, Vec<(String, Value)>>>,
+    /// The doorbell's connection, once it said `doorbell_hello` with the
+    /// look key.
+    doorbell: Mutex<Option<Sid>>,
+    /// "Look now" requests waiting for the doorbell's answer.
+    looks: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Result<String, String>>>>,
     settings: ServerSettings,
 }
+
+/// How long "Look now" waits for the doorbell.
+const LOOK_LIMIT: Duration = Duration::from_secs(10);
 
 /// The client's address, from the connection (axum's `ConnectInfo`) or, when
 /// the connection comes from a reverse proxy on this machine, the address
@@ -269,6 +287,15 @@ impl Hub {
             h.on_bye(&s, arg(d));
             ready(())
         });
+        if self.settings.look_key.is_some() {
+            for event in ["doorbell_hello", "look_started", "look_refused"] {
+                let h = self.clone();
+                s.on(event, move |s: SocketRef, TryData::<Value>(d)| {
+                    h.on_doorbell(&s, event, arg(d));
+                    ready(())
+                });
+            }
+        }
         let h = self.clone();
         s.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
             h.on_disconnect(&s, reason);
@@ -287,6 +314,13 @@ impl Hub {
                 format_args!("dropped the connection: {reason}"),
             );
         }
+        {
+            let mut doorbell = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
+            if *doorbell == Some(s.id) {
+                *doorbell = None;
+                tracing::info!(sid = %s.id, "the doorbell disconnected: no \"Look now\" until it is back");
+            }
+        }
         let room = self.table().room_of(&s.id).map(str::to_string);
         let kept_until = self.table().disconnect(&s.id, Instant::now());
         self.forget_minted(&s.id);
@@ -301,6 +335,96 @@ impl Hub {
                 });
             }
             None => tracing::debug!(sid = %s.id, room = ?room, "client disconnected"),
+        }
+    }
+
+    /// `doorbell_hello` (with the look key: this is the doorbell), and the
+    /// doorbell's answers to `look`.
+    fn on_doorbell(self: &Arc<Self>, s: &SocketRef, event: &str, arg: Option<Value>) {
+        use crate::signaling::protocol::Message;
+        let args: Vec<Value> = arg.into_iter().collect();
+        let message = match Message::parse(event, &args) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.refused(
+                    address_of(s),
+                    "malformed doorbell messages",
+                    format_args!("{e}"),
+                )
+            }
+        };
+        let is_doorbell = *self.doorbell.lock().unwrap_or_else(|p| p.into_inner()) == Some(s.id);
+        match message {
+            Message::DoorbellHello { key } => {
+                let digest = |k: &str| sha2::Sha256::digest(k.as_bytes());
+                use sha2::Digest;
+                let right = self
+                    .settings
+                    .look_key
+                    .as_ref()
+                    .is_some_and(|k| digest(k.expose()) == digest(&key));
+                if !right {
+                    return self.refused(
+                        address_of(s),
+                        "wrong look keys",
+                        format_args!("doorbell_hello with a wrong look key"),
+                    );
+                }
+                let old = self
+                    .doorbell
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .replace(s.id);
+                tracing::info!(sid = %s.id, replaced = old.is_some(), "the doorbell connected: \"Look now\" reaches it");
+            }
+            Message::LookStarted { request, room } if is_doorbell => {
+                self.answer_look(&request, Ok(room));
+            }
+            Message::LookRefused { request, reason } if is_doorbell => {
+                self.answer_look(&request, Err(reason));
+            }
+            other => self.refused(
+                address_of(s),
+                "doorbell messages from others",
+                format_args!("{} from a client that is not the doorbell", other.event()),
+            ),
+        }
+    }
+
+    fn answer_look(&self, request: &str, outcome: Result<String, String>) {
+        let waiting = self
+            .looks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(request);
+        if let Some(tx) = waiting {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// "Look now": asks the doorbell for a live view; its room, or why not.
+    async fn look(self: Arc<Self>) -> Result<String, String> {
+        let Some(sid) = *self.doorbell.lock().unwrap_or_else(|p| p.into_inner()) else {
+            return Err("the doorbell is not connected to this server".into());
+        };
+        let request = crate::signaling::random_room().map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.looks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.clone(), tx);
+        self.emit_to(sid, "look", &json!({ "request": request }));
+        let outcome = tokio::time::timeout(LOOK_LIMIT, rx).await;
+        self.looks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request);
+        match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) | Err(_) => Err(format!(
+                "the doorbell did not answer in {} s",
+                LOOK_LIMIT.as_secs()
+            )),
         }
     }
 
@@ -518,6 +642,8 @@ pub async fn start(
         refusals: Arc::new(Refusals::default()),
         minted: Mutex::new(HashMap::new()),
         early: Mutex::new(HashMap::new()),
+        doorbell: Mutex::new(None),
+        looks: Mutex::new(HashMap::new()),
         settings,
     });
     // The same bound for long-polling bodies and WebSocket messages (the
@@ -562,8 +688,21 @@ pub async fn start(
                 Box::new(move || owner_pages::Status {
                     rings: hub.table().room_count(),
                     connections: hub.connections.load(Ordering::Acquire),
+                    doorbell: hub.settings.look_key.as_ref().map(|_| {
+                        hub.doorbell
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .is_some()
+                    }),
                 })
             },
+            look: hub.settings.look_key.as_ref().map(|_| {
+                let hub = hub.clone();
+                Box::new(move || {
+                    let hub = hub.clone();
+                    Box::pin(hub.look()) as futures_util::future::BoxFuture<'static, _>
+                }) as owner_pages::Look
+            }),
             started: Instant::now(),
             history_dir: hub.settings.history_dir.clone(),
         }))

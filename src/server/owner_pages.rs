@@ -1,6 +1,7 @@
 //! The owner's pages of `doorbell serve`: `/login`, `/owner`, `/logout`,
 //! `/history` (the doorbell's history with its pictures and recordings,
-//! when `--history-dir` names it). Plain HTML forms, no script (the content
+//! when `--history-dir` names it), `/look` (the "Look now" button: a live
+//! view, with a look key). Plain HTML forms, no script (the content
 //! security policy allows none inline); the session logic is in
 //! [`super::owner`].
 
@@ -22,7 +23,13 @@ use super::web::{client_address, secure_headers, Refusals};
 pub struct Status {
     pub rings: usize,
     pub connections: usize,
+    /// Whether the doorbell is connected; `None` without a look key.
+    pub doorbell: Option<bool>,
 }
+
+/// Asks the doorbell for a live view: its room, or why not.
+pub type Look =
+    Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
 /// The owner's pages' own state: the server gives it what they need.
 pub struct Site {
@@ -33,6 +40,8 @@ pub struct Site {
     pub started: Instant,
     /// The doorbell's history directory, read-only.
     pub history_dir: Option<std::path::PathBuf>,
+    /// "Look now", with a look key.
+    pub look: Option<Look>,
 }
 
 pub fn router<S: Clone + Send + Sync + 'static>(site: Site) -> Router<S> {
@@ -40,6 +49,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(site: Site) -> Router<S> {
         .route("/login", get(get_login).post(post_login))
         .route("/owner", get(get_owner))
         .route("/logout", post(post_logout))
+        .route("/look", post(post_look))
         .route("/history", get(get_history))
         .route("/history/media/{name}", get(get_history_file))
         .with_state(Arc::new(site))
@@ -206,13 +216,27 @@ async fn get_owner(State(site): State<Arc<Site>>, headers: HeaderMap) -> Respons
     if !signed_in(&site, &headers) {
         return redirect("login");
     }
-    let Status { rings, connections } = (site.status)();
+    let Status {
+        rings,
+        connections,
+        doorbell,
+    } = (site.status)();
     let up = site.started.elapsed().as_secs();
+    let look = match doorbell {
+        None => String::new(),
+        Some(true) => "<p id=\"doorbell\">The doorbell is connected.</p>\n\
+             <form method=\"post\" action=\"look\"><button type=\"submit\">Look now</button> \
+             (a live view: no chime, nobody else is told)</form>\n"
+            .to_string(),
+        Some(false) => "<p id=\"doorbell\">The doorbell is not connected to this server \
+             (its signaling.look_key_file must hold this server's look key).</p>\n"
+            .to_string(),
+    };
     page(
         StatusCode::OK,
         "Doorbell owner",
         &format!(
-            "<p>Signed in.</p>\n<ul>\n<li>Rings open now: <span id=\"rings\">{rings}</span></li>\n\
+            "<p>Signed in.</p>\n{look}<ul>\n<li>Rings open now: <span id=\"rings\">{rings}</span></li>\n\
              <li>Connections: <span id=\"connections\">{connections}</span></li>\n\
              <li>Server up for: {}h {:02}m</li>\n</ul>\n\
              <p><a href=\"history\">History</a></p>\n\
@@ -221,6 +245,57 @@ async fn get_owner(State(site): State<Arc<Site>>, headers: HeaderMap) -> Respons
             (up / 60) % 60
         ),
     )
+}
+
+/// "Look now": the doorbell opens a live view and the owner goes to its
+/// viewer page. The session cookie is `SameSite=Strict`, so another site
+/// cannot make the owner's browser post this.
+async fn post_look(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+    if site.owner.is_none() {
+        return off();
+    }
+    if !signed_in(&site, &headers) {
+        return redirect("login");
+    }
+    let Some(look) = site.look.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match look().await {
+        Ok(room) => {
+            tracing::info!("the owner looks at the door (Look now)");
+            let to = format!("/?room={}", url_encode(&room));
+            let mut r = (StatusCode::SEE_OTHER, "").into_response();
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(why) => {
+            tracing::info!("Look now did not start: {why}");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "No live view",
+                &format!(
+                    "<p>No live view: {}.</p>\n<p><a href=\"owner\">Back</a></p>",
+                    escape(&why)
+                ),
+            )
+        }
+    }
+}
+
+/// A room name in a URL query (ours are URL-safe already).
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Rows on the history page.

@@ -132,6 +132,20 @@ pub enum Message {
     /// minted for it. Sent just before `joined`. Argument:
     /// `{"iceServers": [{"urls": [...], "username": ..., "credential": ...}]}`.
     IceServers(Vec<IceServer>),
+    /// doorbell -> server (`doorbell serve` only, when both have the same
+    /// look key): "I am the doorbell", after each connect, so that the
+    /// owner's "Look now" button can reach it. Argument: `{"key": KEY}`.
+    /// The key is never printed.
+    DoorbellHello { key: String },
+    /// server -> doorbell: the owner asks for a live view. Argument:
+    /// `{"request": ID}`.
+    Look { request: String },
+    /// doorbell -> server: the live view is on, in `room`. Argument:
+    /// `{"request": ID, "room": ROOM}`.
+    LookStarted { request: String, room: String },
+    /// doorbell -> server: no live view (`reason`: busy, ...). Argument:
+    /// `{"request": ID, "reason": TEXT}`.
+    LookRefused { request: String, reason: String },
 }
 
 impl Message {
@@ -148,6 +162,10 @@ impl Message {
             Message::IceCandidate(_) => "ice_candidate",
             Message::Bye(_) => "bye",
             Message::IceServers(_) => "ice_servers",
+            Message::DoorbellHello { .. } => "doorbell_hello",
+            Message::Look { .. } => "look",
+            Message::LookStarted { .. } => "look_started",
+            Message::LookRefused { .. } => "look_refused",
         }
     }
 
@@ -169,6 +187,14 @@ impl Message {
             Message::IceCandidate(None) => Value::Null,
             Message::IceServers(servers) => serde_json::json!({ "iceServers": servers }),
             Message::JoinSeat { room, seat } => serde_json::json!({ "room": room, "seat": seat }),
+            Message::DoorbellHello { key } => serde_json::json!({ "key": key }),
+            Message::Look { request } => serde_json::json!({ "request": request }),
+            Message::LookStarted { request, room } => {
+                serde_json::json!({ "request": request, "room": room })
+            }
+            Message::LookRefused { request, reason } => {
+                serde_json::json!({ "request": request, "reason": reason })
+            }
         }
     }
 
@@ -204,6 +230,20 @@ impl Message {
             "ok" => Message::Ok(description_arg("ok", first, SdpType::Answer)?),
             "ice_candidate" => Message::IceCandidate(candidate_arg(first)?),
             "ice_servers" => Message::IceServers(ice_servers_arg(first)?),
+            "doorbell_hello" => Message::DoorbellHello {
+                key: text_field("doorbell_hello", first, "key", 256)?,
+            },
+            "look" => Message::Look {
+                request: text_field("look", first, "request", 64)?,
+            },
+            "look_started" => Message::LookStarted {
+                request: text_field("look_started", first, "request", 64)?,
+                room: room_arg("look_started", first.and_then(|v| v.get("room")))?,
+            },
+            "look_refused" => Message::LookRefused {
+                request: text_field("look_refused", first, "request", 64)?,
+                reason: text_field("look_refused", first, "reason", 200)?,
+            },
             other => return Err(ProtocolError::UnknownEvent(truncate(other, 40))),
         })
     }
@@ -221,6 +261,11 @@ impl fmt::Display for Message {
             Message::IceServers(s) => write!(f, "ice_servers ({} servers)", s.len()),
             // The seat is as secret as the room: it is never printed.
             Message::JoinSeat { room, .. } => write!(f, "join {} (holding a seat)", room_tag(room)),
+            Message::DoorbellHello { .. } | Message::Look { .. } => f.write_str(self.event()),
+            Message::LookStarted { room, .. } => {
+                write!(f, "look_started {}", room_tag(room))
+            }
+            Message::LookRefused { reason, .. } => write!(f, "look_refused ({reason})"),
             _ => match self.argument() {
                 Value::String(s) => write!(f, "{} {}", self.event(), room_tag(&s)),
                 _ => f.write_str(self.event()),
@@ -264,6 +309,33 @@ fn room_arg(event: &'static str, v: Option<&Value>) -> Result<String, ProtocolEr
         Some(Value::String(s)) if valid_room(s) => Ok(s.clone()),
         Some(Value::String(_)) => Err(ProtocolError::BadRoom { event }),
         other => Err(bad_argument(event, "a room name string", other)),
+    }
+}
+
+/// A string field of an object argument: 1 to `max` bytes, no control
+/// characters.
+fn text_field(
+    event: &'static str,
+    v: Option<&Value>,
+    field: &'static str,
+    max: usize,
+) -> Result<String, ProtocolError> {
+    match v.and_then(|v| v.get(field)) {
+        Some(Value::String(s))
+            if (1..=max).contains(&s.len()) && !s.chars().any(char::is_control) =>
+        {
+            Ok(s.clone())
+        }
+        other => Err(bad_argument(
+            event,
+            match field {
+                "key" => "an object with a \"key\" string",
+                "request" => "an object with a \"request\" string",
+                "reason" => "an object with a \"reason\" string",
+                _ => "an object",
+            },
+            other,
+        )),
     }
 }
 
@@ -611,5 +683,52 @@ mod tests {
         let s = Message::Invite(SessionDescription::offer(SDP)).to_string();
         assert!(!s.contains("IN IP4"), "{s}");
         assert!(s.contains("bytes of SDP"));
+    }
+}
+
+#[cfg(test)]
+mod look_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_look_messages_round_trip_and_the_key_is_never_printed() {
+        let messages = [
+            Message::DoorbellHello {
+                key: "a-look-key-of-some-length".into(),
+            },
+            Message::Look {
+                request: "r1".into(),
+            },
+            Message::LookStarted {
+                request: "r1".into(),
+                room: "abcdefghijkl".into(),
+            },
+            Message::LookRefused {
+                request: "r1".into(),
+                reason: "busy: a call is in progress".into(),
+            },
+        ];
+        for m in messages {
+            let parsed = Message::parse(m.event(), &[m.argument()]).unwrap();
+            assert_eq!(parsed, m);
+            let shown = m.to_string();
+            assert!(!shown.contains("a-look-key"), "{shown}");
+            assert!(!shown.contains("abcdefghijkl"), "{shown}");
+        }
+        for (event, arg) in [
+            ("doorbell_hello", json!({"key": ""})),
+            ("doorbell_hello", json!("the-key-as-a-string")),
+            ("look", json!({})),
+            ("look_started", json!({"request": "r"})),
+            ("look_started", json!({"request": "r", "room": ""})),
+            (
+                "look_refused",
+                json!({"request": "r", "reason": "x".repeat(201)}),
+            ),
+        ] {
+            let e = Message::parse(event, &[arg]).unwrap_err().to_string();
+            assert!(!e.contains("the-key-as-a-string"), "{e}");
+        }
     }
 }

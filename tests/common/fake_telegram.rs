@@ -3,7 +3,9 @@
 //! It speaks enough of the API for the doorbell (getMe, sendPhoto and
 //! sendVideo with a multipart upload, sendMessage, editMessageCaption, editMessageText,
 //! editMessageReplyMarkup, getUpdates with real long polling over a queue the
-//! test feeds) and answers the way Telegram does: `{"ok":true,"result":...}`
+//! test feeds, honouring `allowed_updates`; answerCallbackQuery, getFile and
+//! the file download for the button presses and voice messages a test sends
+//! as the owner) and answers the way Telegram does: `{"ok":true,"result":...}`
 //! with full `Message` objects, errors as
 //! `{"ok":false,"error_code":N,"description":"..."}` with the same HTTP
 //! status, `Unauthorized` for a wrong token, `chat not found` for chats it
@@ -127,6 +129,9 @@ struct Inner {
     chats: Option<Vec<i64>>,
     /// The bot's messages, by (chat, message id).
     messages: HashMap<(i64, i64), Shown>,
+    /// Files the owner sent, by file id: (path, bytes).
+    files: HashMap<String, (String, Vec<u8>)>,
+    next_callback_id: u64,
 }
 
 struct Shared {
@@ -163,6 +168,7 @@ impl FakeTelegram {
         });
         let app = Router::new()
             .route("/{bot}/{method}", axum::routing::post(handle))
+            .route("/file/{bot}/{*path}", axum::routing::get(file))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -246,6 +252,99 @@ impl FakeTelegram {
         self.shared.updates_arrived.notify_waiters();
     }
 
+    /// Queues an update (its `update_id` is added).
+    fn push_update(&self, mut update: Value) {
+        let mut inner = self.inner();
+        inner.next_update_id += 1;
+        update["update_id"] = json!(inner.next_update_id);
+        inner.updates.push_back(update);
+        drop(inner);
+        self.shared.updates_arrived.notify_waiters();
+    }
+
+    fn next_message_id(&self) -> i64 {
+        let mut inner = self.inner();
+        inner.next_message_id += 1;
+        inner.next_message_id
+    }
+
+    /// Queues a press, in `chat`, of the inline button with `data` under
+    /// the bot's message `message_id`; the callback query's id.
+    pub fn push_callback(&self, chat: i64, message_id: i64, data: &str) -> String {
+        let id = {
+            let mut inner = self.inner();
+            inner.next_callback_id += 1;
+            format!("cb{}", inner.next_callback_id)
+        };
+        let message = self
+            .message(chat, message_id)
+            .expect("a button under a message the bot sent");
+        let mut m = json!({
+            "message_id": message_id,
+            "from": bot_user(),
+            "chat": chat_json(chat),
+            "date": unix_s(),
+        });
+        if message.photo {
+            m["photo"] = json!([{"file_id": format!("photo-{message_id}"), "file_unique_id": format!("u{message_id}"), "width": 320, "height": 240}]);
+            m["caption"] = json!(message.text);
+        } else {
+            m["text"] = json!(message.text);
+        }
+        if let Some(markup) = message.reply_markup {
+            m["reply_markup"] = markup;
+        }
+        self.push_update(json!({"callback_query": {
+            "id": id,
+            "from": {"id": chat.abs(), "is_bot": false, "first_name": "Owner"},
+            "message": m,
+            "chat_instance": "42",
+            "data": data,
+        }}));
+        id
+    }
+
+    /// Keeps `data` as a file the owner sent; its file id.
+    fn keep_file(&self, data: &[u8], folder: &str) -> String {
+        let mut inner = self.inner();
+        let n = inner.files.len() + 1;
+        let id = format!("{folder}-file-{n}");
+        let path = format!("{folder}/file_{n}.oga");
+        inner.files.insert(id.clone(), (path, data.to_vec()));
+        id
+    }
+
+    /// Queues a voice message from `chat` (Telegram says it lasts
+    /// `seconds`, whatever `data` holds); its message id.
+    pub fn push_voice(&self, chat: i64, data: &[u8], seconds: u32, mime: &str) -> i64 {
+        let file_id = self.keep_file(data, "voice");
+        let id = self.next_message_id();
+        self.push_update(json!({"message": {
+            "message_id": id,
+            "from": {"id": chat.abs(), "is_bot": false, "first_name": "Owner"},
+            "chat": chat_json(chat),
+            "date": unix_s(),
+            "voice": {"file_id": file_id, "file_unique_id": format!("u{file_id}"),
+                      "duration": seconds, "mime_type": mime, "file_size": data.len()},
+        }}));
+        id
+    }
+
+    /// Queues an audio file (not a voice message) from `chat`; its message id.
+    pub fn push_audio(&self, chat: i64, data: &[u8], seconds: u32, mime: &str) -> i64 {
+        let file_id = self.keep_file(data, "music");
+        let id = self.next_message_id();
+        self.push_update(json!({"message": {
+            "message_id": id,
+            "from": {"id": chat.abs(), "is_bot": false, "first_name": "Owner"},
+            "chat": chat_json(chat),
+            "date": unix_s(),
+            "audio": {"file_id": file_id, "file_unique_id": format!("u{file_id}"),
+                      "duration": seconds, "mime_type": mime, "file_size": data.len()},
+        }}));
+        id
+    }
+
     /// What the bot's message `id` in `chat` shows now.
     pub fn message(&self, chat: i64, id: i64) -> Option<Shown> {
         self.inner().messages.get(&(chat, id)).cloned()
@@ -326,8 +425,10 @@ fn error(status: u16, description: &str, retry_after: Option<u32>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 10] = [
     "getMe",
+    "getFile",
+    "answerCallbackQuery",
     "getUpdates",
     "sendPhoto",
     "sendVideo",
@@ -448,6 +549,30 @@ async fn handle(
             "has_main_web_app": false,
         })),
         "getUpdates" => get_updates(&shared, &params).await,
+        "answerCallbackQuery" => {
+            if params
+                .get("callback_query_id")
+                .and_then(Value::as_str)
+                .is_none()
+            {
+                return error(400, "Bad Request: query is too old and response timeout expired or query ID is invalid", None);
+            }
+            ok(json!(true))
+        }
+        "getFile" => {
+            let id = params
+                .get("file_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let inner = shared.inner.lock().unwrap();
+            match inner.files.get(id) {
+                Some((path, data)) => ok(json!({
+                    "file_id": id, "file_unique_id": format!("u{id}"),
+                    "file_size": data.len(), "file_path": path,
+                })),
+                None => error(400, "Bad Request: invalid file_id", None),
+            }
+        }
         "sendPhoto"
         | "sendVideo"
         | "sendMessage"
@@ -555,9 +680,43 @@ async fn handle(
     }
 }
 
+/// A file download (`/file/bot<token>/<file_path>`).
+async fn file(
+    State(shared): State<Arc<Shared>>,
+    Path((bot, path)): Path<(String, String)>,
+) -> Response {
+    if bot != format!("bot{}", shared.token) {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    let inner = shared.inner.lock().unwrap();
+    match inner.files.values().find(|(p, _)| *p == path) {
+        Some((_, data)) => data.clone().into_response(),
+        None => (StatusCode::NOT_FOUND, "Not Found").into_response(),
+    }
+}
+
+/// The update's type: `message`, `callback_query`, ...
+fn update_type(update: &Value) -> String {
+    update
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "update_id").cloned())
+        .unwrap_or_default()
+}
+
 /// Long polling: confirms updates below `offset`, returns the rest, or
-/// waits up to `timeout` seconds for one.
+/// waits up to `timeout` seconds for one. Like Telegram, updates of a type
+/// that `allowed_updates` leaves out are never delivered.
 async fn get_updates(shared: &Shared, params: &Map<String, Value>) -> Response {
+    let allowed: Option<Vec<String>> =
+        params
+            .get("allowed_updates")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            });
     let offset = params.get("offset").and_then(Value::as_i64).unwrap_or(0);
     let timeout = params.get("timeout").and_then(Value::as_u64).unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
@@ -574,6 +733,11 @@ async fn get_updates(shared: &Shared, params: &Map<String, Value>) -> Response {
                 .is_some_and(|u| u["update_id"].as_i64().unwrap() < offset)
             {
                 inner.updates.pop_front();
+            }
+            if let Some(allowed) = &allowed {
+                inner
+                    .updates
+                    .retain(|u| allowed.is_empty() || allowed.contains(&update_type(u)));
             }
             if !inner.updates.is_empty() {
                 return ok(Value::Array(inner.updates.iter().cloned().collect()));

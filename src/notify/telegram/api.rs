@@ -1,7 +1,8 @@
 //! The Bot API as the doorbell uses it: the only module that imports teloxide.
 //!
-//! Six calls (getMe, sendPhoto, sendMessage, editMessageCaption,
-//! editMessageText, getUpdates) through teloxide's `Requester`, without its
+//! The calls (getMe, sendPhoto, sendVideo, sendMessage, editMessageCaption,
+//! editMessageText, getUpdates, answerCallbackQuery, getFile and the file
+//! download) through teloxide's `Requester`, without its
 //! dispatcher: the doorbell runs its own loops so it decides about retries,
 //! backoff and shutdown. Every error leaves this module as an [`ApiError`]
 //! whose text has been through the token's redaction (teloxide's network
@@ -16,13 +17,15 @@
 //! TLS is native-tls with certificate verification on.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::fmt;
 use std::time::Duration;
+use teloxide::net::Download;
 use teloxide::payloads::setters::*;
 use teloxide::requests::Requester;
 use teloxide::types::{
-    AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
-    LinkPreviewOptions, Message, MessageId, ReplyParameters, Update, UpdateKind,
+    AllowedUpdate, CallbackQueryId, ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup,
+    InputFile, LinkPreviewOptions, Message, MessageId, ReplyParameters, Update, UpdateKind,
 };
 use teloxide::{ApiError as TgError, Bot, RequestError};
 
@@ -46,10 +49,24 @@ impl fmt::Debug for Api {
 }
 
 /// An inline URL button under a message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Button {
     pub text: String,
     pub url: reqwest::Url,
+}
+
+/// The buttons under a ring message: the Answer link, then one row per
+/// quick reply (its text and its callback data).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Keyboard {
+    pub answer: Option<Button>,
+    pub replies: Vec<(String, String)>,
+}
+
+impl Keyboard {
+    pub fn is_empty(&self) -> bool {
+        self.answer.is_none() && self.replies.is_empty()
+    }
 }
 
 /// A message the bot sent, enough to edit it or reply to it later.
@@ -63,31 +80,75 @@ pub struct Sent {
     pub text: String,
 }
 
-/// A message to the bot, as long polling delivers it.
-#[derive(Debug, Clone, PartialEq)]
+/// A message to the bot (or a press of one of its buttons), as long
+/// polling delivers it.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Incoming {
     pub update_id: u32,
-    /// `None` for updates that are not messages.
+    /// `None` for updates that are neither messages nor button presses.
     pub chat: Option<i64>,
+    /// The message's id in its chat (to reply to it).
+    pub message_id: i32,
     pub text: Option<String>,
-    /// When it was sent, Unix seconds.
+    /// When it was sent, Unix seconds (0 for a button press).
     pub date: i64,
+    /// A voice message.
+    pub voice: Option<VoiceNote>,
+    /// Sound or a file that is not a voice message (an audio file, a
+    /// document, a round video).
+    pub other_media: bool,
+    /// A press of an inline button with callback data.
+    pub callback: Option<Callback>,
+}
+
+/// A voice message's file, as Telegram describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiceNote {
+    pub file_id: String,
+    pub seconds: u32,
+    pub mime: Option<String>,
+    pub size: u32,
+}
+
+/// A button press (`callback_query`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callback {
+    pub id: String,
+    pub data: Option<String>,
 }
 
 /// What the bot needs of an update.
 fn incoming(u: Update) -> Incoming {
+    let update_id = u.id.0;
     match u.kind {
         UpdateKind::Message(m) => Incoming {
-            update_id: u.id.0,
+            update_id,
             chat: Some(m.chat.id.0),
+            message_id: m.id.0,
             text: m.text().map(str::to_string),
             date: m.date.timestamp(),
+            voice: m.voice().map(|v| VoiceNote {
+                file_id: v.file.id.0.clone(),
+                seconds: v.duration.seconds(),
+                mime: v.mime_type.as_ref().map(|m| m.essence_str().to_string()),
+                size: v.file.size,
+            }),
+            other_media: m.audio().is_some() || m.document().is_some() || m.video_note().is_some(),
+            callback: None,
+        },
+        UpdateKind::CallbackQuery(q) => Incoming {
+            update_id,
+            chat: q.message.as_ref().map(|m| m.chat().id.0),
+            message_id: q.message.as_ref().map_or(0, |m| m.id().0),
+            callback: Some(Callback {
+                id: q.id.0,
+                data: q.data,
+            }),
+            ..Incoming::default()
         },
         _ => Incoming {
-            update_id: u.id.0,
-            chat: None,
-            text: None,
-            date: 0,
+            update_id,
+            ..Incoming::default()
         },
     }
 }
@@ -155,11 +216,16 @@ fn no_preview() -> LinkPreviewOptions {
     }
 }
 
-fn keyboard(button: &Button) -> InlineKeyboardMarkup {
-    InlineKeyboardMarkup::new([[InlineKeyboardButton::url(
-        button.text.clone(),
-        button.url.clone(),
-    )]])
+fn markup(keyboard: &Keyboard) -> InlineKeyboardMarkup {
+    let answer = keyboard
+        .answer
+        .iter()
+        .map(|b| vec![InlineKeyboardButton::url(b.text.clone(), b.url.clone())]);
+    let replies = keyboard
+        .replies
+        .iter()
+        .map(|(text, data)| vec![InlineKeyboardButton::callback(text.clone(), data.clone())]);
+    InlineKeyboardMarkup::new(answer.chain(replies).collect::<Vec<_>>())
 }
 
 impl Api {
@@ -195,15 +261,15 @@ impl Api {
         chat: i64,
         jpeg: Bytes,
         caption: &str,
-        button: Option<&Button>,
+        keyboard: Option<&Keyboard>,
     ) -> Result<Sent, ApiError> {
         let photo = InputFile::memory(jpeg).file_name("door.jpg");
         let mut request = self
             .bot
             .send_photo(ChatId(chat), photo)
             .caption(caption.to_string());
-        if let Some(b) = button {
-            request = request.reply_markup(keyboard(b));
+        if let Some(k) = keyboard.filter(|k| !k.is_empty()) {
+            request = request.reply_markup(markup(k));
         }
         let message = request.await.map_err(|e| self.error(e))?;
         Ok(sent(&message, true, caption))
@@ -239,15 +305,15 @@ impl Api {
         &self,
         chat: i64,
         text: &str,
-        button: Option<&Button>,
+        keyboard: Option<&Keyboard>,
         reply_to: Option<i32>,
     ) -> Result<Sent, ApiError> {
         let mut request = self
             .bot
             .send_message(ChatId(chat), text.to_string())
             .link_preview_options(no_preview());
-        if let Some(b) = button {
-            request = request.reply_markup(keyboard(b));
+        if let Some(k) = keyboard.filter(|k| !k.is_empty()) {
+            request = request.reply_markup(markup(k));
         }
         if let Some(id) = reply_to {
             let mut reply = ReplyParameters::new(MessageId(id));
@@ -261,23 +327,38 @@ impl Api {
 
     /// Replaces the caption of a photo message (editMessageCaption) or the
     /// text of a text message (editMessageText; Telegram refuses the other
-    /// method for each kind). Its button goes away: Telegram drops the
-    /// inline keyboard of a message edited without `reply_markup`, which is
-    /// the usual way to remove one. "Message is not modified" (the message
-    /// says this already, e.g. an attempt that timed out had arrived) is a
-    /// success, not an error to retry.
-    pub async fn edit(&self, message: &Sent, text: &str) -> Result<(), ApiError> {
+    /// method for each kind), with `keyboard` under it. Without one its
+    /// buttons go away: Telegram drops the inline keyboard of a message
+    /// edited without `reply_markup`, which is the usual way to remove one.
+    /// "Message is not modified" (the message says this already, e.g. an
+    /// attempt that timed out had arrived) is a success, not an error to
+    /// retry.
+    pub async fn edit(
+        &self,
+        message: &Sent,
+        text: &str,
+        keyboard: Option<&Keyboard>,
+    ) -> Result<(), ApiError> {
         let (chat, id) = (ChatId(message.chat), MessageId(message.id));
+        let keyboard = keyboard.filter(|k| !k.is_empty()).map(markup);
         let result = if message.photo {
-            self.bot
+            let mut request = self
+                .bot
                 .edit_message_caption(chat, id)
-                .caption(text.to_string())
-                .await
+                .caption(text.to_string());
+            if let Some(k) = keyboard {
+                request = request.reply_markup(k);
+            }
+            request.await
         } else {
-            self.bot
+            let mut request = self
+                .bot
                 .edit_message_text(chat, id, text.to_string())
-                .link_preview_options(no_preview())
-                .await
+                .link_preview_options(no_preview());
+            if let Some(k) = keyboard {
+                request = request.reply_markup(k);
+            }
+            request.await
         };
         match result {
             Ok(_) => Ok(()),
@@ -293,10 +374,57 @@ impl Api {
             .get_updates()
             .offset(offset)
             .timeout(wait.as_secs() as u32)
-            .allowed_updates([AllowedUpdate::Message])
+            .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
             .await
             .map_err(|e| self.error(e))?;
         Ok(updates.into_iter().map(incoming).collect())
+    }
+
+    /// Answers a button press (the spinner on the owner's button stops);
+    /// `text` shows as a short notice on their screen.
+    pub async fn answer_callback(&self, id: &str, text: &str) -> Result<(), ApiError> {
+        self.bot
+            .answer_callback_query(CallbackQueryId(id.to_string()))
+            .text(shorten(text, 190))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Downloads a file the owner sent (getFile, then the file itself),
+    /// refusing files above `max` bytes before and while downloading.
+    pub async fn download(&self, file_id: &str, max: usize) -> Result<Bytes, ApiError> {
+        let file = self
+            .bot
+            .get_file(FileId(file_id.to_string()))
+            .await
+            .map_err(|e| self.error(e))?;
+        let too_big = || ApiError {
+            kind: ErrorKind::Permanent,
+            message: format!("the file is larger than {} kB", max / 1024),
+        };
+        if file.meta.size as usize > max {
+            return Err(too_big());
+        }
+        let mut stream = self.bot.download_file_stream(&file.path);
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError {
+                kind: ErrorKind::Transient,
+                message: shorten(
+                    &self.token.redact(&format!(
+                        "cannot download the file: {}",
+                        crate::notify::error_chain(&e)
+                    )),
+                    MAX_ERROR_TEXT,
+                ),
+            })?;
+            if data.len() + chunk.len() > max {
+                return Err(too_big());
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(data))
     }
 
     /// Our error for a teloxide one: classified, explained, redacted, short.

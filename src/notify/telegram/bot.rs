@@ -1,8 +1,10 @@
 //! The owner's bot: commands over Telegram long polling.
 //!
 //! `/status` (idle or in a call, uptime, last ring), `/snapshot` (a photo
-//! now), `/ring` (rings like the button: tests the whole chain), `/history`
-//! (the last 10 rings since the doorbell started), `/help`.
+//! now), `/ring` (rings like the button: tests the whole chain), `/live`,
+//! `/history` (the last 10 rings, with pictures), `/help`. With `[replies]`,
+//! the quick-reply buttons under ring messages and voice messages sent
+//! during a ring, both played at the door (see [`crate::door_voice`]).
 //!
 //! Only chats in `notify.telegram.chat_ids` are answered. Anyone can find a
 //! bot and write to it, so other chats are ignored and logged at info with
@@ -27,12 +29,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::api::{Api, ErrorKind, Incoming};
+use super::api::{Api, Callback, ErrorKind, Incoming, VoiceNote};
 use super::{clock, day_and_clock, SNAPSHOT_LIMIT};
 use crate::backoff::Backoff;
 use crate::call::command::{Command, RingReply, StateKind, Status};
+use crate::door_voice::DoorVoice;
 use crate::history::{History, Row};
-use crate::media::{snapshot, unix_ms, MediaOpener};
+use crate::media::{ogg_opus, snapshot, unix_ms, MediaOpener};
 use crate::notify::retry::retry;
 
 /// How long one `getUpdates` waits for a message (below the client's 17 s).
@@ -72,6 +75,7 @@ pub fn spawn(
     media: Arc<dyn MediaOpener>,
     commands: mpsc::Sender<Command>,
     history: History,
+    voice: Option<DoorVoice>,
     cancel: CancellationToken,
 ) {
     let bot = Arc::new(Bot {
@@ -80,6 +84,7 @@ pub fn spawn(
         media,
         commands,
         history,
+        voice,
         username: Mutex::new(None),
     });
     tokio::spawn(async move {
@@ -98,6 +103,8 @@ struct Bot {
     media: Arc<dyn MediaOpener>,
     commands: mpsc::Sender<Command>,
     history: History,
+    /// Plays quick replies and voice messages at the door (`[replies]`).
+    voice: Option<DoorVoice>,
     /// `@name` from getMe, to tell our commands from other bots' in groups.
     username: Mutex<Option<String>>,
 }
@@ -258,12 +265,50 @@ impl Bot {
             );
             return;
         };
-        let word = loggable_word(update.text.as_deref());
+        let word = match (&update.callback, &update.voice) {
+            (Some(_), _) => "a button press".to_string(),
+            (_, Some(_)) => "a voice message".to_string(),
+            _ => loggable_word(update.text.as_deref()),
+        };
         if !self.settings.chat_ids.contains(&chat) {
             tracing::info!(
                 chat,
                 "telegram: ignored {word} from chat {chat}, which is not in notify.telegram.chat_ids"
             );
+            if let Some(cb) = update.callback {
+                tokio::spawn(async move {
+                    self.answer(&cb, "This chat may not use the doorbell.")
+                        .await;
+                });
+            }
+            return;
+        }
+        if let Some(cb) = update.callback {
+            tracing::info!(chat, "telegram: {word} from chat {chat}");
+            tokio::spawn(async move { self.button(cb).await });
+            return;
+        }
+        let media = update.voice.is_some() || update.other_media;
+        if media && self.stale(&update, &word, chat, live) {
+            return;
+        }
+        if let Some(note) = update.voice {
+            tracing::info!(
+                chat,
+                "telegram: {word} from chat {chat} ({} s)",
+                note.seconds
+            );
+            tokio::spawn(async move { self.voice_message(chat, update.message_id, note).await });
+            return;
+        }
+        if update.other_media {
+            if let Some(door) = self.voice.clone() {
+                let refusal = door.may_play_voice(None).err().unwrap_or_else(|| {
+                    crate::door_voice::Refusal::NotVoice("an audio file or a document".into())
+                });
+                let id = update.message_id;
+                tokio::spawn(async move { self.reply_to(chat, &refusal.to_string(), id).await });
+            }
             return;
         }
         let Some((command, addressee)) = update.text.as_deref().and_then(BotCommand::parse) else {
@@ -279,17 +324,7 @@ impl Bot {
                 return;
             }
         }
-        let age = unix_ms() as i64 / 1000 - update.date;
-        if age > STALE_AFTER_S && live {
-            tracing::warn!(
-                "telegram: {word} from chat {chat} came just now but is dated {age} s ago by \
-                 this system's clock: is the clock wrong (NTP not synchronised yet)?"
-            );
-        } else if age > STALE_AFTER_S {
-            tracing::info!(
-                chat,
-                "telegram: ignored {word} from chat {chat}: sent {age} s ago, while the doorbell was not listening"
-            );
+        if self.stale(&update, &word, chat, live) {
             return;
         }
         if command == BotCommand::Unknown && chat < 0 {
@@ -303,6 +338,87 @@ impl Bot {
                 self.reply(chat, &text).await;
             }
         });
+    }
+
+    /// Whether a message is too old to act on (see the module
+    /// documentation), logged.
+    fn stale(&self, update: &Incoming, word: &str, chat: i64, live: bool) -> bool {
+        let age = unix_ms() as i64 / 1000 - update.date;
+        if age > STALE_AFTER_S && live {
+            tracing::warn!(
+                "telegram: {word} from chat {chat} came just now but is dated {age} s ago by \
+                 this system's clock: is the clock wrong (NTP not synchronised yet)?"
+            );
+        } else if age > STALE_AFTER_S {
+            tracing::info!(
+                chat,
+                "telegram: ignored {word} from chat {chat}: sent {age} s ago, while the doorbell was not listening"
+            );
+            return true;
+        }
+        false
+    }
+
+    /// A quick-reply button was pressed: play it, and say so on the
+    /// owner's screen.
+    async fn button(&self, cb: Callback) {
+        let text = match (&self.voice, cb.data.as_deref()) {
+            (Some(door), Some(data)) => match door.press(data) {
+                Ok(text) => format!("Playing at the door: “{text}”"),
+                Err(refusal) => refusal.to_string(),
+            },
+            _ => "This button does nothing any more.".into(),
+        };
+        self.answer(&cb, &text).await;
+    }
+
+    async fn answer(&self, cb: &Callback, text: &str) {
+        let label = "telegram: answer to a button press";
+        if let Err(e) = retry(label, REPLY_RETRY, || {
+            self.api.answer_callback(&cb.id, text)
+        })
+        .await
+        {
+            tracing::warn!("{label}: {e}");
+        }
+    }
+
+    /// A voice message: checked (a ring waits for an answer, not too long),
+    /// fetched, decoded and played at the door; the owner is told which.
+    async fn voice_message(&self, chat: i64, message: i32, note: VoiceNote) {
+        let reply = match self.play_voice(&note).await {
+            Ok(seconds) => format!(
+                "▶ Playing your voice message at the door ({} s).",
+                seconds.round().max(1.0) as u64
+            ),
+            Err(text) => {
+                tracing::info!(chat, "telegram: the voice message is not played: {text}");
+                text
+            }
+        };
+        self.reply_to(chat, &reply, message).await;
+    }
+
+    async fn play_voice(&self, note: &VoiceNote) -> Result<f64, String> {
+        let Some(door) = self.voice.clone() else {
+            return Err(
+                "Voice messages are not played at this door (see [replies] in the \
+                        doorbell's config; it needs a speaker)."
+                    .into(),
+            );
+        };
+        door.may_play_voice(Some(note.seconds))
+            .map_err(|r| r.to_string())?;
+        let label = "telegram: fetching a voice message";
+        let data = retry(label, REPLY_RETRY, || {
+            self.api.download(&note.file_id, ogg_opus::MAX_BYTES)
+        })
+        .await
+        .map_err(|e| format!("The voice message could not be fetched from Telegram: {e}."))?;
+        tokio::task::spawn_blocking(move || door.play_voice(&data))
+            .await
+            .map_err(|e| format!("The voice message could not be played: {e}."))?
+            .map_err(|r| r.to_string())
     }
 
     /// Carries out a command; the text reply, if it is not a photo.
@@ -434,9 +550,18 @@ impl Bot {
     }
 
     async fn reply(&self, chat: i64, text: &str) {
+        self.send(chat, text, None).await;
+    }
+
+    /// A reply to the owner's message `id`.
+    async fn reply_to(&self, chat: i64, text: &str, id: i32) {
+        self.send(chat, text, Some(id)).await;
+    }
+
+    async fn send(&self, chat: i64, text: &str, reply_to: Option<i32>) {
         let label = format!("telegram: reply to chat {chat}");
         if let Err(e) = retry(&label, REPLY_RETRY, || {
-            self.api.send_text(chat, text, None, None)
+            self.api.send_text(chat, text, None, reply_to)
         })
         .await
         {

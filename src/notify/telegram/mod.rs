@@ -8,21 +8,27 @@
 //! previews off) when there is no camera. Each chat is retried on its own for
 //! `retry_for` (see [`super::retry`]); the call never waits for any of it.
 //!
-//! Each ring is one message per chat whose last line tells how the ring
+//! Under the picture: the Answer button (the link) and, with `[replies]`,
+//! one button per quick reply ("I'm coming", ...), which the bot plays at
+//! the door (see [`crate::door_voice`]); each reply played is a line of the
+//! message ("🗣 “I'm coming” at 14:03.").
+//!
+//! Each ring is one message per chat whose status line tells how the ring
 //! went, edited as the call goes: "Ringing…"; at `answered` "Answered at
 //! 14:03." (the button goes: the room is taken); at the end of an answered
 //! call "Answered at 14:03 (1 min 20 s)."; an `ended` without an answer
 //! "Missed at 14:04." or "Not answered at 14:04 (why).", with a reply
 //! "Missed at 14:04: ..." as well (a reply buzzes the phone, an edit does
-//! not). Once the ring is answered or over, the link leaves the text too: an
-//! old message must not send anyone into a room that is taken or gone.
+//! not). Once the ring is answered or over, the link leaves the text and
+//! every button goes: an old message must not send anyone into a room that
+//! is taken or gone, nor play a reply to nobody.
 //!
 //! The follow-ups run as spawned tasks and an edit may be retried for
 //! seconds, so they can overtake each other, and a message can be delivered
 //! late (the API was slow) after some of them. Hence an edit never carries
 //! an event's news: it shows the call's state *as it is when the edit is
 //! made*, one edit at a time per message, and it is skipped when the message
-//! shows that already. Whoever comes last (an event or the delivery) leaves
+//! shows that already (same text, same buttons). Whoever comes last (an event or the delivery) leaves
 //! the message right.
 //!
 //! [`api`] is the only module that speaks teloxide; [`bot`] answers the
@@ -38,11 +44,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 
-use self::api::{Api, ApiError, Button, ErrorKind, Sent};
+use self::api::{Api, ApiError, Button, ErrorKind, Keyboard, Sent};
 use super::retry::retry;
 use super::{Notifier, NotifyError, Ring};
 use crate::call::event::CallEvent;
 use crate::call::event::{EndReason, EventKind};
+use crate::door_voice::DoorVoice;
 use crate::history::store::span;
 use crate::media::ring_picture::{Picture, RingPictures};
 use crate::media::unix_ms;
@@ -73,6 +80,8 @@ struct Inner {
     api: Api,
     settings: TelegramSettings,
     pictures: RingPictures,
+    /// Quick replies for the buttons, when `[replies]` is on.
+    voice: Option<DoorVoice>,
     calls: Mutex<BTreeMap<u64, CallState>>,
 }
 
@@ -91,12 +100,17 @@ struct CallState {
     /// The first `answered` (or `connected`): the call's length counts from it.
     answered_at: Option<u64>,
     ended: Option<(EndReason, u64)>,
+    /// Replies played at the door: (when, what).
+    said: Vec<(u64, String)>,
 }
 
 /// A ring message in one chat and what it shows.
 #[derive(Clone)]
 struct RingMessage {
     sent: Sent,
+    /// Its buttons as delivered (without the Answer button when Telegram
+    /// refused the link).
+    keyboard: Option<Keyboard>,
     /// Held while the message is edited, so that its edits do not overtake
     /// each other.
     shown: Arc<AsyncMutex<Shown>>,
@@ -104,7 +118,8 @@ struct RingMessage {
 
 /// What a ring message shows now.
 struct Shown {
-    status: Status,
+    text: String,
+    keyboard: Option<Keyboard>,
     /// The missed-call reply went out (or was given up).
     replied: bool,
 }
@@ -137,12 +152,19 @@ impl Status {
 
 impl TelegramNotifier {
     /// `pictures`: the ring's picture, shared with the history.
-    pub fn new(api: Api, settings: TelegramSettings, pictures: RingPictures) -> Self {
+    /// `voice`: quick replies under each ring message.
+    pub fn new(
+        api: Api,
+        settings: TelegramSettings,
+        pictures: RingPictures,
+        voice: Option<DoorVoice>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 api,
                 settings,
                 pictures,
+                voice,
                 calls: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -176,6 +198,7 @@ impl Notifier for TelegramNotifier {
                 .chat_ids
                 .iter()
                 .map(|&chat| inner.deliver(chat, None, &text, None, "notice"));
+            let sends = sends.map(|s| async { s.await.map(|_| ()) });
             let errors = futures_util::future::join_all(sends)
                 .await
                 .into_iter()
@@ -231,8 +254,8 @@ impl Inner {
             Some(s) => s.await,
             None => None,
         };
-        let text = ring_text(rang_at, Some(&ring.link), Status::Ringing);
-        let button = match reqwest::Url::parse(&ring.link) {
+        let text = ring_text(rang_at, Some(&ring.link), Status::Ringing, &[]);
+        let answer = match reqwest::Url::parse(&ring.link) {
             Ok(url) => Some(Button {
                 text: ANSWER.into(),
                 url,
@@ -242,14 +265,24 @@ impl Inner {
                 None
             }
         };
+        let replies = self.voice.iter().flat_map(|v| {
+            v.quick()
+                .iter()
+                .enumerate()
+                .map(|(i, q)| (format!("🗣 {}", q.text), v.button_data(ring.call, i)))
+        });
+        let keyboard = Keyboard {
+            answer,
+            replies: replies.collect(),
+        };
         // Each chat's message is brought up to date as soon as it is there,
         // not after the slowest chat's.
-        let (photo, text, button, call) = (&photo, &text, button.as_ref(), ring.call);
+        let (photo, text, keyboard, call) = (&photo, &text, Some(&keyboard), ring.call);
         let sends = self.settings.chat_ids.iter().map(|&chat| async move {
-            let sent = self
-                .deliver(chat, photo.clone(), text, button, "ring message")
+            let (sent, keyboard) = self
+                .deliver(chat, photo.clone(), text, keyboard, "ring message")
                 .await?;
-            self.delivered(call, sent).await;
+            self.delivered(call, sent, keyboard).await;
             Ok(())
         });
         let errors = futures_util::future::join_all(sends)
@@ -274,7 +307,8 @@ impl Inner {
             .settings
             .chat_ids
             .iter()
-            .map(|&chat| self.deliver(chat, photo.clone(), &text, None, "ring notice"));
+            .map(|&chat| self.deliver(chat, photo.clone(), &text, None, "ring notice"))
+            .map(|s| async { s.await.map(|_| ()) });
         let errors = futures_util::future::join_all(sends)
             .await
             .into_iter()
@@ -297,18 +331,19 @@ impl Inner {
         Ok(())
     }
 
-    /// Sends one message to one chat, retried for `retry_for`.
+    /// Sends one message to one chat, retried for `retry_for`; the message
+    /// and the buttons it got.
     async fn deliver(
         &self,
         chat: i64,
         photo: Option<Bytes>,
         text: &str,
-        button: Option<&Button>,
+        keyboard: Option<&Keyboard>,
         what: &str,
-    ) -> Result<Sent, String> {
+    ) -> Result<(Sent, Option<Keyboard>), String> {
         let label = format!("telegram: {what} to chat {chat}");
         retry(&label, self.settings.retry_for, || {
-            self.send_once(chat, photo.clone(), text, button)
+            self.send_once(chat, photo.clone(), text, keyboard.cloned())
         })
         .await
         .map_err(|e| format!("chat {chat}: {e}"))
@@ -320,19 +355,20 @@ impl Inner {
         mut chat: i64,
         photo: Option<Bytes>,
         text: &str,
-        mut button: Option<&Button>,
-    ) -> Result<Sent, ApiError> {
+        mut keyboard: Option<Keyboard>,
+    ) -> Result<(Sent, Option<Keyboard>), ApiError> {
         let mut adaptations = 0;
         loop {
+            let k = keyboard.as_ref();
             let result = match &photo {
-                Some(jpeg) => self.api.send_photo(chat, jpeg.clone(), text, button).await,
-                None => self.api.send_text(chat, text, button, None).await,
+                Some(jpeg) => self.api.send_photo(chat, jpeg.clone(), text, k).await,
+                None => self.api.send_text(chat, text, k, None).await,
             };
             adaptations += 1;
             match result {
                 Err(e)
                     if e.kind == ErrorKind::ButtonRefused
-                        && button.is_some()
+                        && k.is_some_and(|k| k.answer.is_some())
                         && adaptations < 3 =>
                 {
                     tracing::warn!(
@@ -340,7 +376,9 @@ impl Inner {
                          link ({e}); sending the link in the text only (Telegram wants a public \
                          http(s) link: see signaling.viewer_link)"
                     );
-                    button = None;
+                    if let Some(k) = keyboard.as_mut() {
+                        k.answer = None;
+                    }
                 }
                 Err(ApiError {
                     kind: ErrorKind::Migrated(to),
@@ -352,20 +390,22 @@ impl Inner {
                     );
                     chat = to;
                 }
-                other => return other,
+                other => return other.map(|sent| (sent, keyboard)),
             }
         }
     }
 
     /// A ring message arrived: remember it, and bring it up to date with
     /// what happened meanwhile.
-    async fn delivered(&self, call: u64, sent: Sent) {
+    async fn delivered(&self, call: u64, sent: Sent, keyboard: Option<Keyboard>) {
         let message = RingMessage {
-            sent,
             shown: Arc::new(AsyncMutex::new(Shown {
-                status: Status::Ringing,
+                text: sent.text.clone(),
+                keyboard: keyboard.clone(),
                 replied: false,
             })),
+            sent,
+            keyboard,
         };
         self.with_call(call, |c| c.messages.push(message.clone()));
         self.update(call, message).await;
@@ -394,6 +434,10 @@ impl Inner {
                 }
                 c.ended = Some((*reason, event.ts));
                 c.snapshot = None;
+                c.messages.clone()
+            }),
+            EventKind::ReplyPlayed { text, .. } => self.with_call(call, |c| {
+                c.said.push((event.ts, text.clone()));
                 c.messages.clone()
             }),
             _ => return,
@@ -443,10 +487,20 @@ impl Inner {
         // one sees what happened meanwhile.
         let (status, text) = self.with_call(call, |c| {
             let status = status_of(c);
-            let text = ring_text(c.rang_at.unwrap_or_default(), c.link.as_deref(), status);
+            let text = ring_text(
+                c.rang_at.unwrap_or_default(),
+                c.link.as_deref(),
+                status,
+                &c.said,
+            );
             (status, text)
         });
-        if status == shown.status {
+        // The buttons stay while the ring waits for an answer.
+        let keyboard = match status {
+            Status::Ringing => message.keyboard.clone(),
+            _ => None,
+        };
+        if text == shown.text && keyboard == shown.keyboard {
             return;
         }
         let sent = &message.sent;
@@ -467,8 +521,15 @@ impl Inner {
             }
         }
         let label = format!("telegram: follow-up edit in chat {chat}");
-        match retry(&label, bound, || self.api.edit(sent, &text)).await {
-            Ok(()) => shown.status = status,
+        match retry(&label, bound, || {
+            self.api.edit(sent, &text, keyboard.as_ref())
+        })
+        .await
+        {
+            Ok(()) => {
+                shown.text = text;
+                shown.keyboard = keyboard;
+            }
             // The next update tries again.
             Err(e) => tracing::warn!("{label}: {e}"),
         }
@@ -486,8 +547,8 @@ fn status_of(c: &CallState) -> Status {
 }
 
 /// A ring message: who rang when, the link while the ring waits for an
-/// answer, and the status line.
-fn ring_text(rang_at: u64, link: Option<&str>, status: Status) -> String {
+/// answer, the status line, and the replies played at the door.
+fn ring_text(rang_at: u64, link: Option<&str>, status: Status, said: &[(u64, String)]) -> String {
     let mut text = match (status, link) {
         (Status::Ringing, Some(link)) => format!(
             "🔔 Someone is at the door ({}).\nAnswer: {link}",
@@ -498,7 +559,22 @@ fn ring_text(rang_at: u64, link: Option<&str>, status: Status) -> String {
     };
     text.push_str("\n\n");
     text.push_str(&status_line(status));
+    for (at, what) in said {
+        text.push_str(&format!("\n🗣 {} at {}.", quoted(what), clock(*at)));
+    }
     text
+}
+
+/// A quick reply in quotes; a voice message as it is ("a voice message
+/// (7 s)").
+fn quoted(what: &str) -> String {
+    if what.starts_with("a voice message") {
+        let mut w = what.to_string();
+        w.replace_range(..1, "A");
+        w
+    } else {
+        format!("“{what}”")
+    }
 }
 
 fn status_line(status: Status) -> String {
@@ -570,7 +646,7 @@ mod tests {
     #[test]
     fn the_ring_text_carries_the_link_while_it_is_of_use() {
         let rang = 1_700_000_000_000;
-        let t = ring_text(rang, Some(LINK), Status::Ringing);
+        let t = ring_text(rang, Some(LINK), Status::Ringing, &[]);
         assert_eq!(
             t,
             format!(
@@ -579,7 +655,7 @@ mod tests {
             )
         );
         let at = rang + 20_000;
-        let t = ring_text(rang, Some(LINK), Status::Answered { at });
+        let t = ring_text(rang, Some(LINK), Status::Answered { at }, &[]);
         assert_eq!(
             t,
             format!(
@@ -596,6 +672,7 @@ mod tests {
                 at,
                 ended: at + 80_400,
             },
+            &[],
         );
         assert_eq!(
             t,
@@ -622,7 +699,7 @@ mod tests {
             reason: EndReason::Unanswered,
             at,
         };
-        let t = ring_text(at - 30_000, Some(LINK), missed);
+        let t = ring_text(at - 30_000, Some(LINK), missed, &[]);
         assert!(!t.contains(LINK), "the ring is over: {t}");
         assert!(
             t.ends_with(&format!("\n\n❌ Missed at {}.", clock(at))),
