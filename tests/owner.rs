@@ -551,7 +551,7 @@ async fn look_now_opens_a_live_view_from_the_owner_page() {
     assert_eq!(status, 303);
     let location = header(&headers, "location").unwrap().to_string();
     let room = location
-        .strip_prefix("/?room=")
+        .strip_prefix("./?room=")
         .unwrap_or_else(|| panic!("to the viewer page: {location}"))
         .to_string();
     let (started, _) = bell.until("live_started").await;

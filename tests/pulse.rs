@@ -531,5 +531,12 @@ async fn quick_replies_and_voice_messages_are_heard_at_the_door() {
         answer[0].str("text"),
         "That button belongs to a ring that is over."
     );
+    let after = tg.push_voice(CHAT, &voice, 2, "audio/ogg");
+    let refused = tg.wait_for("sendMessage", 1, reply_to(after)).await;
+    assert!(
+        refused[0].str("text").starts_with("Nobody is ringing now"),
+        "{:?}",
+        refused[0]
+    );
     bell.stop().await;
 }

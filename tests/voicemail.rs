@@ -122,6 +122,22 @@ async fn a_missed_visitor_leaves_a_message_that_reaches_the_owner() {
         ring.message_id,
         "a reply to the ring message"
     );
+    // The ring message tells of it too.
+    let id = ring.message_id.unwrap();
+    let start = std::time::Instant::now();
+    let shown = loop {
+        let shown = tg.message(111, id).unwrap();
+        if shown.text.contains("📼") || start.elapsed() > common::WAIT {
+            break shown;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(shown.text.contains("Missed at"), "{}", shown.text);
+    assert!(
+        shown.text.contains("📼 The visitor left a message (6 s)"),
+        "{}",
+        shown.text
+    );
 
     // In the history, as the ring's clip.
     let out = Command::new(env!("CARGO_BIN_EXE_doorbell"))

@@ -263,7 +263,9 @@ async fn post_look(State(site): State<Arc<Site>>, headers: HeaderMap) -> Respons
     match look().await {
         Ok(room) => {
             tracing::info!("the owner looks at the door (Look now)");
-            let to = format!("/?room={}", url_encode(&room));
+            // Relative, like the other redirects: behind a proxy's path
+            // prefix the viewer page is beside this one.
+            let to = format!("./?room={}", url_encode(&room));
             let mut r = (StatusCode::SEE_OTHER, "").into_response();
             if let Ok(v) = HeaderValue::from_str(&to) {
                 r.headers_mut().insert(header::LOCATION, v);

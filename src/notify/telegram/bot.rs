@@ -302,12 +302,17 @@ impl Bot {
             return;
         }
         if update.other_media {
+            // Only while the door rings: then a file is most likely meant for
+            // the door; otherwise it is none of the doorbell's business.
             if let Some(door) = self.voice.clone() {
-                let refusal = door.may_play_voice(None).err().unwrap_or_else(|| {
-                    crate::door_voice::Refusal::NotVoice("an audio file or a document".into())
-                });
-                let id = update.message_id;
-                tokio::spawn(async move { self.reply_to(chat, &refusal.to_string(), id).await });
+                if door.may_play_voice(None).is_ok() {
+                    let refusal =
+                        crate::door_voice::Refusal::NotVoice("an audio file or a document".into());
+                    let id = update.message_id;
+                    tokio::spawn(
+                        async move { self.reply_to(chat, &refusal.to_string(), id).await },
+                    );
+                }
             }
             return;
         }
@@ -386,12 +391,13 @@ impl Bot {
     /// A voice message: checked (a ring waits for an answer, not too long),
     /// fetched, decoded and played at the door; the owner is told which.
     async fn voice_message(&self, chat: i64, message: i32, note: VoiceNote) {
-        let reply = match self.play_voice(&note).await {
+        let reply = match self.play_voice(&note, chat < 0).await {
             Ok(seconds) => format!(
                 "▶ Playing your voice message at the door ({} s).",
                 seconds.round().max(1.0) as u64
             ),
-            Err(text) => {
+            Err(None) => return,
+            Err(Some(text)) => {
                 tracing::info!(chat, "telegram: the voice message is not played: {text}");
                 text
             }
@@ -399,26 +405,37 @@ impl Bot {
         self.reply_to(chat, &reply, message).await;
     }
 
-    async fn play_voice(&self, note: &VoiceNote) -> Result<f64, String> {
+    /// Plays a voice message; its length, or the reply that says why not
+    /// (`None`: say nothing; in a group, a voice message while nothing rings
+    /// is most likely for the family, not for the door).
+    async fn play_voice(&self, note: &VoiceNote, group: bool) -> Result<f64, Option<String>> {
+        use crate::door_voice::Refusal;
         let Some(door) = self.voice.clone() else {
-            return Err(
-                "Voice messages are not played at this door (see [replies] in the \
-                        doorbell's config; it needs a speaker)."
-                    .into(),
-            );
+            return Err((!group).then(|| {
+                "Voice messages are not played at this door (see [replies] in the doorbell's \
+                 config; it needs a speaker)."
+                    .to_string()
+            }));
         };
-        door.may_play_voice(Some(note.seconds))
-            .map_err(|r| r.to_string())?;
+        match door.may_play_voice(Some(note.seconds)) {
+            Ok(()) => {}
+            Err(Refusal::NotRinging) if group => return Err(None),
+            Err(r) => return Err(Some(r.to_string())),
+        }
         let label = "telegram: fetching a voice message";
         let data = retry(label, REPLY_RETRY, || {
             self.api.download(&note.file_id, ogg_opus::MAX_BYTES)
         })
         .await
-        .map_err(|e| format!("The voice message could not be fetched from Telegram: {e}."))?;
+        .map_err(|e| {
+            Some(format!(
+                "The voice message could not be fetched from Telegram: {e}."
+            ))
+        })?;
         tokio::task::spawn_blocking(move || door.play_voice(&data))
             .await
-            .map_err(|e| format!("The voice message could not be played: {e}."))?
-            .map_err(|r| r.to_string())
+            .map_err(|e| Some(format!("The voice message could not be played: {e}.")))?
+            .map_err(|r| Some(r.to_string()))
     }
 
     /// Carries out a command; the text reply, if it is not a photo.

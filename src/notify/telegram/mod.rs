@@ -11,7 +11,9 @@
 //! Under the picture: the Answer button (the link) and, with `[replies]`,
 //! one button per quick reply ("I'm coming", ...), which the bot plays at
 //! the door (see [`crate::door_voice`]); each reply played is a line of the
-//! message ("🗣 “I'm coming” at 14:03.").
+//! message ("🗣 “I'm coming” at 14:03."), and so is the visitor's message
+//! when nobody answered ("📼 The visitor left a message (20 s): the video
+//! below.", with the video as a reply).
 //!
 //! Each ring is one message per chat whose status line tells how the ring
 //! went, edited as the call goes: "Ringing…"; at `answered` "Answered at
@@ -100,8 +102,9 @@ struct CallState {
     /// The first `answered` (or `connected`): the call's length counts from it.
     answered_at: Option<u64>,
     ended: Option<(EndReason, u64)>,
-    /// Replies played at the door: (when, what).
-    said: Vec<(u64, String)>,
+    /// Lines under the status: the replies played at the door, the
+    /// visitor's message.
+    notes: Vec<String>,
 }
 
 /// A ring message in one chat and what it shows.
@@ -414,6 +417,15 @@ impl Inner {
     async fn follow_up(&self, event: CallEvent) {
         let call = event.event.call;
         if let EventKind::VoicemailRecorded { file, seconds } = &event.event.kind {
+            let messages = self.with_call(call, |c| {
+                c.notes.push(format!(
+                    "📼 The visitor left a message ({} s): the video below.",
+                    seconds.round() as u64
+                ));
+                c.messages.clone()
+            });
+            let updates = messages.into_iter().map(|m| self.update(call, m));
+            futures_util::future::join_all(updates).await;
             return self.voicemail(call, file, *seconds, event.ts).await;
         }
         let messages = match &event.event.kind {
@@ -437,7 +449,8 @@ impl Inner {
                 c.messages.clone()
             }),
             EventKind::ReplyPlayed { text, .. } => self.with_call(call, |c| {
-                c.said.push((event.ts, text.clone()));
+                c.notes
+                    .push(format!("🗣 {} at {}.", quoted(text), clock(event.ts)));
                 c.messages.clone()
             }),
             _ => return,
@@ -491,7 +504,7 @@ impl Inner {
                 c.rang_at.unwrap_or_default(),
                 c.link.as_deref(),
                 status,
-                &c.said,
+                &c.notes,
             );
             (status, text)
         });
@@ -547,8 +560,9 @@ fn status_of(c: &CallState) -> Status {
 }
 
 /// A ring message: who rang when, the link while the ring waits for an
-/// answer, the status line, and the replies played at the door.
-fn ring_text(rang_at: u64, link: Option<&str>, status: Status, said: &[(u64, String)]) -> String {
+/// answer, the status line, and what happened since (the replies played
+/// at the door, the visitor's message).
+fn ring_text(rang_at: u64, link: Option<&str>, status: Status, notes: &[String]) -> String {
     let mut text = match (status, link) {
         (Status::Ringing, Some(link)) => format!(
             "🔔 Someone is at the door ({}).\nAnswer: {link}",
@@ -559,8 +573,9 @@ fn ring_text(rang_at: u64, link: Option<&str>, status: Status, said: &[(u64, Str
     };
     text.push_str("\n\n");
     text.push_str(&status_line(status));
-    for (at, what) in said {
-        text.push_str(&format!("\n🗣 {} at {}.", quoted(what), clock(*at)));
+    for note in notes {
+        text.push('\n');
+        text.push_str(note);
     }
     text
 }
