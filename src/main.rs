@@ -38,7 +38,25 @@ enum Command {
     Passwd(cmd::passwd::Args),
 }
 
+/// Caps glibc's malloc at two arenas unless `MALLOC_ARENA_MAX` says
+/// otherwise. glibc gives each thread that allocates under contention an
+/// arena of its own (up to 8 per core), and the call's threads come and go
+/// with every call: the soak saw resident memory step up by 7 MB at its 40th
+/// call with no leak, because a new arena had been touched. On a Pi with
+/// 512 MB two arenas are plenty for a handful of threads.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable; called before any thread is
+        // started.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    cap_malloc_arenas();
     let cli = Cli::parse();
     // The doorbell's heavy work runs on its own media threads; one runtime
     // thread moves the rest with fewer wake-ups. The server may have many clients.
