@@ -380,8 +380,11 @@ impl Default for IceConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VideoConfig {
-    /// `testsrc`, `v4l2:/dev/videoN` or `none`.
+    /// `testsrc`, `v4l2:/dev/videoN`, `libcamera[:N]` or `none`.
     pub source: String,
+    /// For `libcamera`: the program giving the frames; `auto` finds
+    /// `rpicam-vid`, else `libcamera-vid`.
+    pub libcamera_command: String,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -396,6 +399,7 @@ impl Default for VideoConfig {
     fn default() -> Self {
         Self {
             source: "testsrc".into(),
+            libcamera_command: "auto".into(),
             width: 640,
             height: 480,
             fps: 30,
@@ -876,7 +880,17 @@ impl Config {
         }
         self.check_turn().map_err(|(key, m)| invalid(key, m))?;
         let v = &self.video;
-        VideoSpec::parse(&v.source).map_err(|e| invalid("video.source", e))?;
+        let spec = VideoSpec::parse(&v.source).map_err(|e| invalid("video.source", e))?;
+        if matches!(spec, VideoSpec::Libcamera { .. }) && !v.width.is_multiple_of(64) {
+            return Err(invalid(
+                "video.width",
+                format!(
+                    "{} with video.source = \"libcamera\": must be a multiple of 64 (320, 640, \
+                     1280, 1920), so that the camera's frames come without row padding",
+                    v.width
+                ),
+            ));
+        }
         if !(16..=1920).contains(&v.width)
             || !(16..=1088).contains(&v.height)
             || v.width % 2 == 1
@@ -975,6 +989,7 @@ impl Config {
                 bitrate_kbps: v.bitrate_kbps,
                 keyframe_interval: v.keyframe_interval,
             },
+            libcamera_command: v.libcamera_command.clone(),
         })
     }
 

@@ -228,9 +228,56 @@ fn check_camera(config: &Config) -> Line {
             "camera",
             format!("testsrc: test pattern {}x{}@{}", v.width, v.height, v.fps),
         ),
+        Ok(VideoSpec::Libcamera { camera }) => {
+            match crate::media::libcamera::resolve(&v.libcamera_command) {
+                Ok(program) => match libcamera_frame(&program, camera, v) {
+                    Ok(()) => ok(
+                        "camera",
+                        format!(
+                            "libcamera:{camera} through {}: a {}x{} frame came",
+                            program.display(),
+                            v.width,
+                            v.height
+                        ),
+                    ),
+                    Err(e) => failed(
+                        "camera",
+                        format!("libcamera:{camera}: {e}"),
+                        "is the camera module's cable in, and seen by `rpicam-hello --list-cameras`?",
+                    ),
+                },
+                Err(e) => failed(
+                    "camera",
+                    format!("libcamera: {e}"),
+                    "install rpicam-apps, or set video.libcamera_command",
+                ),
+            }
+        }
         #[allow(unreachable_patterns)]
         Ok(other) => camera_probe(&other, config),
     }
+}
+
+/// Runs the libcamera program until its first frame (at most 20 s).
+fn libcamera_frame(
+    program: &std::path::Path,
+    camera: u32,
+    v: &crate::config::VideoConfig,
+) -> Result<(), String> {
+    use crate::media::VideoSource;
+    let (program, (w, h, fps)) = (
+        program.to_path_buf(),
+        (v.width as usize, v.height as usize, v.fps),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = crate::media::libcamera::LibcameraCamera::open(&program, camera, w, h, fps)
+            .and_then(|mut c| c.next_frame(&mut crate::media::Frame::new(w, h)))
+            .map_err(|e| e.to_string());
+        let _ = tx.send(result);
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|_| Err("no frame in 20 s".into()))
 }
 
 #[cfg(feature = "camera")]

@@ -18,6 +18,7 @@ pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
 fn report() -> String {
     let mut out = String::new();
     cameras(&mut out);
+    camera_module(&mut out);
     audio(&mut out);
     gpio(&mut out);
     out
@@ -36,6 +37,30 @@ fn cameras(out: &mut String) {
     }
     for c in cams {
         let _ = writeln!(out, "  {c}");
+    }
+    out.push('\n');
+}
+
+/// The Raspberry Pi camera module: whether the program that reads it is
+/// here (the cameras themselves it lists with `--list-cameras`).
+fn camera_module(out: &mut String) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "Camera module (video.source = \"libcamera\"):");
+    match crate::media::libcamera::resolve("auto") {
+        Ok(program) => {
+            let _ = writeln!(
+                out,
+                "  {} is installed; `{} --list-cameras` lists the cameras (libcamera:N)",
+                program.display(),
+                program
+                    .file_name()
+                    .map_or("rpicam-vid".into(), |n| n.to_string_lossy())
+                    .replace("-vid", "-hello"),
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  none: {e}");
+        }
     }
     out.push('\n');
 }
@@ -108,7 +133,7 @@ mod tests {
     #[test]
     fn the_report_names_every_section_even_without_hardware() {
         let r = super::report();
-        for section in ["Cameras", "GPIO"] {
+        for section in ["Cameras", "Camera module", "GPIO"] {
             assert!(r.contains(section), "{r}");
         }
         #[cfg(feature = "audio")]

@@ -20,6 +20,7 @@ pub mod gain;
 pub mod h264;
 pub mod jitter;
 pub mod lease;
+pub mod libcamera;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 pub mod mp4;

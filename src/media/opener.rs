@@ -20,6 +20,8 @@ pub struct MediaSettings {
     pub speaker_volume: u32,
     pub microphone_gain_db: f32,
     pub encoder: EncoderSettings,
+    /// The program for `libcamera` (`auto`: rpicam-vid, then libcamera-vid).
+    pub libcamera_command: String,
 }
 
 /// Opens the configured devices.
@@ -44,6 +46,17 @@ impl MediaOpener for ConfiguredMedia {
                 s.width, s.height, s.fps,
             ))),
             VideoSpec::V4l2(path) => Some(open_camera(path, s)?),
+            VideoSpec::Libcamera { camera } => {
+                let program = super::libcamera::resolve(&self.settings.libcamera_command).map_err(
+                    |message| MediaError::Device {
+                        device: "libcamera".into(),
+                        message,
+                    },
+                )?;
+                Some(Box::new(super::libcamera::LibcameraCamera::open(
+                    &program, *camera, s.width, s.height, s.fps,
+                )?))
+            }
             VideoSpec::None => None,
         })
     }

@@ -17,6 +17,9 @@ pub enum VideoSpec {
     /// A V4L2 camera by device path: `/dev/video0`, or a stable name such as
     /// `/dev/v4l/by-id/usb-046d_0825_...-video-index0` (see `doorbell devices`).
     V4l2(PathBuf),
+    /// The Raspberry Pi camera module through libcamera (`rpicam-vid` as a
+    /// child process): `libcamera` (the first camera) or `libcamera:N`.
+    Libcamera { camera: u32 },
     /// No video: the call is audio only.
     None,
 }
@@ -51,10 +54,19 @@ impl VideoSpec {
         match s.trim() {
             "testsrc" => Ok(VideoSpec::Testsrc),
             "none" => Ok(VideoSpec::None),
+            "libcamera" => Ok(VideoSpec::Libcamera { camera: 0 }),
+            other if other.starts_with("libcamera:") => other["libcamera:".len()..]
+                .parse()
+                .ok()
+                .filter(|n| *n < 16)
+                .map(|camera| VideoSpec::Libcamera { camera })
+                .ok_or_else(|| {
+                    format!("{other:?}: the camera's index, as in \"libcamera:0\" (`rpicam-hello --list-cameras` lists them)")
+                }),
             other => match other.strip_prefix("v4l2:") {
                 Some(path) => camera_path(other, path).map(VideoSpec::V4l2),
                 None => Err(format!(
-                    "{other:?} is not a video source (known: \"testsrc\", \"v4l2:/dev/videoN\", \"none\")"
+                    "{other:?} is not a video source (known: \"testsrc\", \"v4l2:/dev/videoN\", \"libcamera\", \"none\")"
                 )),
             },
         }
