@@ -317,31 +317,27 @@ impl FakeTelegram {
     /// Queues a voice message from `chat` (Telegram says it lasts
     /// `seconds`, whatever `data` holds); its message id.
     pub fn push_voice(&self, chat: i64, data: &[u8], seconds: u32, mime: &str) -> i64 {
-        let file_id = self.keep_file(data, "voice");
-        let id = self.next_message_id();
-        self.push_update(json!({"message": {
-            "message_id": id,
-            "from": {"id": chat.abs(), "is_bot": false, "first_name": "Owner"},
-            "chat": chat_json(chat),
-            "date": unix_s(),
-            "voice": {"file_id": file_id, "file_unique_id": format!("u{file_id}"),
-                      "duration": seconds, "mime_type": mime, "file_size": data.len()},
-        }}));
-        id
+        self.push_sound(chat, "voice", data, seconds, mime)
     }
 
     /// Queues an audio file (not a voice message) from `chat`; its message id.
     pub fn push_audio(&self, chat: i64, data: &[u8], seconds: u32, mime: &str) -> i64 {
-        let file_id = self.keep_file(data, "music");
+        self.push_sound(chat, "audio", data, seconds, mime)
+    }
+
+    /// A message from `chat` with a sound file as `kind` (`voice`, `audio`).
+    fn push_sound(&self, chat: i64, kind: &str, data: &[u8], seconds: u32, mime: &str) -> i64 {
+        let file_id = self.keep_file(data, kind);
         let id = self.next_message_id();
-        self.push_update(json!({"message": {
+        let mut message = json!({
             "message_id": id,
             "from": {"id": chat.abs(), "is_bot": false, "first_name": "Owner"},
             "chat": chat_json(chat),
             "date": unix_s(),
-            "audio": {"file_id": file_id, "file_unique_id": format!("u{file_id}"),
-                      "duration": seconds, "mime_type": mime, "file_size": data.len()},
-        }}));
+        });
+        message[kind] = json!({"file_id": file_id, "file_unique_id": format!("u{file_id}"),
+                               "duration": seconds, "mime_type": mime, "file_size": data.len()});
+        self.push_update(json!({ "message": message }));
         id
     }
 
