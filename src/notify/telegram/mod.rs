@@ -448,9 +448,18 @@ impl Inner {
                 c.snapshot = None;
                 c.messages.clone()
             }),
+            EventKind::ReplyPlayed { what, seconds, .. } if what == "voice" => {
+                self.with_call(call, |c| {
+                    c.notes.push(format!(
+                        "🗣 A voice message ({} s) at {}.",
+                        seconds.round().max(1.0) as u64,
+                        clock(event.ts)
+                    ));
+                    c.messages.clone()
+                })
+            }
             EventKind::ReplyPlayed { text, .. } => self.with_call(call, |c| {
-                c.notes
-                    .push(format!("🗣 {} at {}.", quoted(text), clock(event.ts)));
+                c.notes.push(format!("🗣 “{text}” at {}.", clock(event.ts)));
                 c.messages.clone()
             }),
             _ => return,
@@ -578,18 +587,6 @@ fn ring_text(rang_at: u64, link: Option<&str>, status: Status, notes: &[String])
         text.push_str(note);
     }
     text
-}
-
-/// A quick reply in quotes; a voice message as it is ("a voice message
-/// (7 s)").
-fn quoted(what: &str) -> String {
-    if what.starts_with("a voice message") {
-        let mut w = what.to_string();
-        w.replace_range(..1, "A");
-        w
-    } else {
-        format!("“{what}”")
-    }
 }
 
 fn status_line(status: Status) -> String {
