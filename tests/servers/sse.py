@@ -28,7 +28,7 @@ handler (the only IO that reads a queue) takes messages off it once written.
 Usage:
   python tests/servers/sse.py [--host 127.0.0.1] [--port 0] [--ice-url URL]...
       [--turn-secret SECRET] [--turn-ttl SECONDS] [--ping SECONDS]
-      [--tls CERT KEY] [--verbose]
+      [--static DIR] [--tls CERT KEY] [--verbose]
 
 stdout gets exactly one line, flushed, once the socket is bound:
   listening on PORT
@@ -190,7 +190,15 @@ def sse_event(event: dict) -> bytes:
 
 
 class Server:
-    def __init__(self, relay: Relay, ice_urls: list[str], turn_secret: Optional[str], turn_ttl: int, ping: float):
+    def __init__(
+        self,
+        relay: Relay,
+        ice_urls: list[str],
+        turn_secret: Optional[str],
+        turn_ttl: int,
+        ping: float,
+        static: Optional[str] = None,
+    ):
         self.relay = relay
         self.ice_urls = ice_urls
         self.turn_secret = turn_secret
@@ -209,6 +217,8 @@ class Server:
                 web.get("/test/sessions/{session}", self.test_session),
             ]
         )
+        if static:
+            self.app.router.add_static("/static/", static)
         self.app.on_shutdown.append(self._shutdown)
 
     def wake(self, pairs):
@@ -352,6 +362,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--turn-secret", help="coturn static-auth-secret: /iceServers gets time-limited credentials")
     p.add_argument("--turn-ttl", type=int, default=86400, help="lifetime of TURN credentials in seconds")
     p.add_argument("--ping", type=float, default=15.0, help="seconds between ping events on each stream")
+    p.add_argument("--static", metavar="DIR", help="serve DIR under /static/")
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -361,7 +372,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace):
-    server = Server(Relay(), args.ice_url, args.turn_secret, args.turn_ttl, args.ping)
+    server = Server(Relay(), args.ice_url, args.turn_secret, args.turn_ttl, args.ping, args.static)
     tls = None
     if args.tls:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
