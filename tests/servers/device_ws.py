@@ -613,7 +613,7 @@ class Server:
                     self.carry_out(self.hub.receive(conn, "", time.time()))
         finally:
             self.carry_out(self.hub.closed(conn, time.time()))
-            log.info("%r disconnected (close code %s)", conn, ws.close_code)
+            log.info("%r disconnected", conn)
             link.outbox.put_nowait(None)
             await link.task
             del self.links[conn]
