@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::call::machine::{MachineConfig, Timeouts};
+use crate::call::machine::{MachineConfig, ProtocolTraits, Timeouts};
 use crate::chime::ChimeConfig;
 use crate::media::opener::MediaSettings;
 use crate::media::EncoderSettings;
@@ -236,11 +236,20 @@ impl HistoryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignalingConfig {
-    /// Socket.IO server, `http://` or `https://`.
+    /// Which protocol the server speaks (`docs/protocol.md`).
+    pub protocol: SignalingProtocol,
+    /// The server, `http://` or `https://` (the room protocol's Socket.IO
+    /// endpoint, or the base of seed 002's `/ws/device`).
     pub url: String,
-    /// The link the owner gets; `{room}` is replaced by the room name. Empty:
-    /// `<url>/?room={room}`.
+    /// The link the owner gets; `{room}` is replaced by the room name and
+    /// `{device_id}` by `device_id`. Empty: `<url>/?room={room}`, or
+    /// `<url>/watch/{device_id}` with `device-ws`.
     pub viewer_link: String,
+    /// This doorbell's name on a `device-ws` server (seed 002's `hello`).
+    pub device_id: String,
+    /// How often a `device-ws` connection says `heartbeat`.
+    #[serde(with = "duration")]
+    pub heartbeat: Duration,
     /// Which Engine.IO protocol the server speaks: found out per connection
     /// (`auto`), or `3` / `4`.
     pub engine_io: EngineIo,
@@ -266,8 +275,11 @@ pub struct SignalingConfig {
 impl Default for SignalingConfig {
     fn default() -> Self {
         Self {
+            protocol: SignalingProtocol::Rooms,
             url: "http://127.0.0.1:8080".into(),
             viewer_link: String::new(),
+            device_id: String::new(),
+            heartbeat: Duration::from_secs(30),
             engine_io: EngineIo::Auto,
             ca_file: None,
             pin_sha256: Vec::new(),
@@ -297,12 +309,42 @@ impl SignalingConfig {
 
     /// The link template in effect.
     pub fn link_template(&self) -> String {
-        if self.viewer_link.is_empty() {
-            format!("{}/?room={{room}}", self.url.trim_end_matches('/'))
-        } else {
-            self.viewer_link.clone()
+        let base = self.url.trim_end_matches('/');
+        let template = match (self.viewer_link.is_empty(), self.protocol) {
+            (false, _) => self.viewer_link.clone(),
+            (true, SignalingProtocol::Rooms) => format!("{base}/?room={{room}}"),
+            (true, SignalingProtocol::DeviceWs) => format!("{base}/watch/{{device_id}}"),
+        };
+        template.replace("{device_id}", &self.device_id)
+    }
+
+    /// What the protocol asks of a call.
+    pub fn protocol_traits(&self) -> ProtocolTraits {
+        match self.protocol {
+            SignalingProtocol::Rooms => ProtocolTraits::ROOMS,
+            SignalingProtocol::DeviceWs => ProtocolTraits::DEVICE_WS,
         }
     }
+}
+
+/// The signaling protocols (`signaling.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignalingProtocol {
+    /// The Socket.IO room protocol of the original design (seed 003).
+    Rooms,
+    /// Seed 002: the doorbell as a device on a persistent WebSocket.
+    DeviceWs,
+}
+
+/// A device id as seed 002 uses them (`kitchen-cam-001`): printable, no
+/// spaces or slashes (it goes into a URL path), at most 128 characters.
+pub fn valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -761,11 +803,33 @@ impl Config {
                 format!("{:?} must start with http:// or https://", s.url),
             ));
         }
-        if !s.viewer_link.is_empty() && !s.viewer_link.contains("{room}") {
-            return Err(invalid(
-                "signaling.viewer_link",
-                "must contain {room} where the room name goes".into(),
-            ));
+        match s.protocol {
+            SignalingProtocol::Rooms => {
+                if !s.viewer_link.is_empty() && !s.viewer_link.contains("{room}") {
+                    return Err(invalid(
+                        "signaling.viewer_link",
+                        "must contain {room} where the room name goes".into(),
+                    ));
+                }
+            }
+            SignalingProtocol::DeviceWs => {
+                if !valid_device_id(&s.device_id) {
+                    return Err(invalid(
+                        "signaling.device_id",
+                        format!(
+                            "{:?} is not a device id: signaling.protocol = \"device-ws\" needs one \
+                             (1 to 128 of A-Z a-z 0-9 - _ . :)",
+                            s.device_id
+                        ),
+                    ));
+                }
+                if s.heartbeat < Duration::from_secs(1) || s.heartbeat > Duration::from_secs(300) {
+                    return Err(invalid(
+                        "signaling.heartbeat",
+                        "must be between 1 s and 5 min".into(),
+                    ));
+                }
+            }
         }
         for pin in &s.pin_sha256 {
             Fingerprint::parse(pin).map_err(|e| invalid("signaling.pin_sha256", e))?;
@@ -1009,6 +1073,7 @@ impl Config {
             },
             press_during_call: c.press_during_call,
             link_template: self.signaling.link_template(),
+            protocol: self.signaling.protocol_traits(),
         }
     }
 }

@@ -118,9 +118,35 @@ pub fn candidate_count(sdp: &str) -> usize {
         .count()
 }
 
+/// The description without its candidates, for a trickle protocol: every
+/// candidate is sent on its own after it, so none is sent twice.
+pub fn without_candidates(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if !(bare.starts_with("a=candidate:") || bare == "a=end-of-candidates") {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_come_out_and_everything_else_stays() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+                   a=end-of-candidates\r\na=sendrecv\r\n";
+        let bare = without_candidates(sdp);
+        assert_eq!(
+            bare,
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n"
+        );
+        assert_eq!(candidate_count(&bare), 0);
+    }
 
     /// Shaped like Chromium's offer from the viewer page: VP8 listed first.
     const CHROMIUM_OFFER: &str = "v=0\r\no=- 46117 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\

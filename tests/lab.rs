@@ -124,30 +124,6 @@ async fn ring_answered_by_the_lab_page(
     );
 }
 
-/// The loudest 100 ms stretches of what the door played (the page's tone
-/// comes in bursts): their rms and the median of their frequencies.
-fn gated_tone(path: &Path) -> (f64, f64) {
-    use doorbell::media::audio::{dominant_frequency, rms};
-    let pcm = doorbell::media::wav::read_mono(path).unwrap_or_else(|e| panic!("{e}"));
-    let chunks: Vec<&[i16]> = pcm.chunks_exact(4800).collect();
-    let loudest = chunks.iter().map(|c| rms(c)).fold(0.0, f64::max);
-    let mut loud: Vec<(f64, f64)> = chunks
-        .iter()
-        .filter(|c| rms(c) > 0.8 * loudest)
-        .filter_map(|c| dominant_frequency(c).map(|f| (rms(c), f)))
-        .collect();
-    assert!(
-        loud.len() >= 5,
-        "{}: only {} loud stretches of {}",
-        path.display(),
-        loud.len(),
-        chunks.len()
-    );
-    loud.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let (level, freq) = loud[loud.len() / 2];
-    (level, freq)
-}
-
 fn assert_clean_log(bell: &Daemon, generation: Generation) {
     let log = bell.log();
     assert!(log.contains(generation.log_words()), "{log}");

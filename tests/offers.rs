@@ -55,6 +55,7 @@ async fn call(options: ViewerOptions) -> Call {
             events,
             remote_audio: None,
             candidates,
+            local_candidates: None,
         },
     )
     .await

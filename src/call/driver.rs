@@ -23,7 +23,7 @@ use crate::media::MediaOpener;
 use crate::notify::{Notifier, NotifyError, Ring};
 use crate::peer::PeerSettings;
 use crate::signaling::protocol::{room_tag, IceCandidate, Message};
-use crate::signaling::{random_room, Signaling, SignalingEvent};
+use crate::signaling::{random_room, Signaling, SignalingEvent, ViewerId};
 
 /// Everything the call loop needs from outside.
 pub struct Engine {
@@ -50,9 +50,13 @@ const CANDIDATE_QUEUE: usize = 64;
 /// How long the notifiers get before the ring is reported as not notified.
 const NOTIFY_LIMIT: Duration = Duration::from_secs(60);
 
+/// A message on its way out: to a named viewer, or to the room.
+type Outgoing = (Option<ViewerId>, Message);
+
 struct Loop {
     machine: CallMachine,
-    signaling_out: mpsc::Sender<Message>,
+    signaling: Arc<dyn Signaling>,
+    signaling_out: mpsc::Sender<Outgoing>,
     media: Arc<dyn MediaOpener>,
     peer: PeerSettings,
     notifiers: Vec<Arc<dyn Notifier>>,
@@ -84,12 +88,13 @@ impl Engine {
             tap,
             look_key,
         } = self;
-        let (signaling_out, outgoing) = mpsc::channel::<Message>(64);
+        let (signaling_out, outgoing) = mpsc::channel::<Outgoing>(64);
         let (feedback, mut inputs) = mpsc::channel::<Input>(256);
         let (answered, mut sessions) = mpsc::channel(4);
-        let sender = tokio::spawn(send_in_order(signaling, outgoing, feedback.clone()));
+        let sender = tokio::spawn(send_in_order(signaling.clone(), outgoing, feedback.clone()));
         let mut lp = Loop {
             machine: CallMachine::new(machine),
+            signaling,
             signaling_out,
             media,
             peer,
@@ -144,14 +149,13 @@ impl Engine {
                         lp.feed(Input::Signal(m));
                     }
                     SignalingEvent::FromViewer { viewer, message } => {
-                        // One call, one viewer at a time: a named viewer's
-                        // messages drive the call like the room's.
                         tracing::debug!(message = %message, %viewer, "signaling message");
-                        lp.feed(Input::Signal(message));
+                        lp.viewer_message(viewer, message);
                     }
                     SignalingEvent::Malformed(why) => {
                         tracing::warn!("ignored a malformed signaling message: {why}");
                     }
+                    SignalingEvent::Refused(why) => lp.refused(why),
                 },
                 Some(input) = inputs.recv() => { lp.feed(input); }
                 Some((epoch, answered)) = sessions.recv() => lp.answered(epoch, answered),
@@ -186,12 +190,16 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Sends queued messages one after the other, reporting failures.
 async fn send_in_order(
     signaling: Arc<dyn Signaling>,
-    mut outgoing: mpsc::Receiver<Message>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     feedback: mpsc::Sender<Input>,
 ) {
-    while let Some(msg) = outgoing.recv().await {
+    while let Some((viewer, msg)) = outgoing.recv().await {
         let what = msg.to_string();
-        match signaling.send(msg).await {
+        let sent = match &viewer {
+            Some(v) => signaling.send_to(v, msg).await,
+            None => signaling.send(msg).await,
+        };
+        match sent {
             Ok(()) => tracing::debug!(message = %what, "sent"),
             Err(e) => {
                 tracing::warn!(message = %what, "signaling send failed: {e}");
@@ -211,11 +219,49 @@ impl Loop {
     }
 
     fn feed(&mut self, input: Input) -> Vec<Action> {
+        let before = self.machine.state().kind();
         let actions = self.machine.handle(self.now(), input);
         for action in &actions {
             self.act(action.clone());
         }
+        let after = self.machine.state().kind();
+        if after != before {
+            self.signaling.call_state(after);
+        }
         actions
+    }
+
+    /// A named viewer's message. In a protocol without rooms a viewer may
+    /// come while nothing rings (the owner opened the device's page): that
+    /// is a live view, started here so the machine has a call to put the
+    /// viewer in.
+    fn viewer_message(&mut self, viewer: ViewerId, message: Message) {
+        let rooms = self.machine.config().protocol.server_rooms;
+        if !rooms && self.machine.is_idle() && matches!(message, Message::NewPeer(_)) {
+            tracing::info!(%viewer, "a viewer came without a ring: a live view");
+            self.press(None, true);
+        }
+        self.feed(Input::FromViewer { viewer, message });
+    }
+
+    /// The server refuses this doorbell for good: say so, loudly, to the
+    /// log and to every owner (the doorbell cannot ring until it is fixed).
+    fn refused(&mut self, why: String) {
+        tracing::error!("the signaling server refuses this doorbell: {why}");
+        let text = format!(
+            "⚠️ The doorbell cannot reach you: the signaling server refuses it ({why}). \
+             Presses will fail until this is fixed and the doorbell restarted."
+        );
+        for n in self.notifiers.clone() {
+            let text = text.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(NOTIFY_LIMIT, n.notice(text)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(_) => tracing::warn!(notifier = n.name(), "notice timed out"),
+                }
+            });
+        }
     }
 
     fn command(&mut self, command: Command) {
@@ -354,7 +400,16 @@ impl Loop {
     fn act(&mut self, action: Action) {
         match action {
             Action::Send(msg) => {
-                if self.signaling_out.try_send(msg).is_err() {
+                if self.signaling_out.try_send((None, msg)).is_err() {
+                    tracing::error!("signaling queue full; message dropped");
+                }
+            }
+            Action::SendTo { viewer, message } => {
+                if self
+                    .signaling_out
+                    .try_send((Some(viewer), message))
+                    .is_err()
+                {
                     tracing::error!("signaling queue full; message dropped");
                 }
             }
@@ -396,6 +451,8 @@ impl Loop {
                 offer,
                 gather_timeout,
                 candidates,
+                trickle,
+                viewer,
             } => {
                 // Bounded like every queue here; a browser trickles a handful.
                 let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
@@ -405,7 +462,13 @@ impl Loop {
                 self.candidates = Some((epoch, candidate_tx));
                 let call = self.calls;
                 let media = self.media.clone();
-                let peer = self.peer.clone();
+                let mut peer = self.peer.clone();
+                if let Some(servers) = viewer.and_then(|v| self.signaling.ice_servers(&v)) {
+                    // The session's own servers (with its TURN credentials)
+                    // come first; ours stay as a fallback. (`IceServer`'s
+                    // Debug never prints a credential.)
+                    peer.ice_servers.splice(0..0, servers);
+                }
                 let feedback = self.feedback.clone();
                 let answered = self.answered.clone();
                 let tap = self.tap.clone().map(|tap| CallTap { call, tap });
@@ -422,6 +485,7 @@ impl Loop {
                         candidates: candidate_rx,
                         feedback: feedback.clone(),
                         tap,
+                        trickle,
                     });
                     match tokio::time::timeout(limit, work).await {
                         Ok(Ok(done)) => {

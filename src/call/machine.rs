@@ -28,9 +28,12 @@ use crate::call::command::StateKind;
 use crate::call::event::{EndReason, Event, EventKind};
 use crate::call::peer_state::PeerState;
 use crate::signaling::protocol::{room_tag, IceCandidate, Message, SessionDescription};
+use crate::signaling::ViewerId;
 
 mod interface;
-pub use interface::{Action, Epoch, Input, MachineConfig, NotifyFailed, PressDuringCall, Timeouts};
+pub use interface::{
+    Action, Epoch, Input, MachineConfig, NotifyFailed, PressDuringCall, ProtocolTraits, Timeouts,
+};
 
 /// The states of a call.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,9 +103,16 @@ struct Call {
     rejoin_room: bool,
     /// A live view (no ring): nobody is notified, `max_live` applies.
     live: bool,
+    /// The viewer of the peer session, in a protocol that names viewers
+    /// (none: the room's only other member).
+    viewer: Option<ViewerId>,
+    /// Our candidates gathered before the answer went out (trickle): they
+    /// follow it.
+    local_candidates: Vec<Option<IceCandidate>>,
 }
 
-/// Most candidates kept from before an offer (a browser gathers a handful).
+/// Most candidates kept from before an offer (a browser gathers a handful),
+/// and of ours before the answer is out.
 const MAX_EARLY_CANDIDATES: usize = 32;
 
 /// The machine. One per daemon; one call at a time.
@@ -196,6 +206,16 @@ impl CallMachine {
                 }
             }
             Input::Signal(msg) => self.on_signal(now, msg, &mut out),
+            Input::FromViewer { viewer, message } => {
+                self.on_viewer_signal(now, viewer, message, &mut out)
+            }
+            Input::LocalCandidate { epoch, candidate } => {
+                if self.current(epoch) && self.config.protocol.trickle {
+                    self.on_local_candidate(candidate, &mut out);
+                } else {
+                    self.ignore("stale or unwanted local candidate", &mut out);
+                }
+            }
             Input::SignalFailed { what } => self.on_signal_failed(now, what, &mut out),
             Input::Notified { epoch, result } => {
                 if self.current(epoch) {
@@ -359,6 +379,8 @@ impl CallMachine {
             early_candidates: Vec::new(),
             rejoin_room: false,
             live,
+            viewer: None,
+            local_candidates: Vec::new(),
         });
         self.emit(
             if live {
@@ -393,23 +415,94 @@ impl CallMachine {
             self.call = None;
             return;
         }
+        if !self.config.protocol.server_rooms {
+            // Nothing to join: the link names this device, which the
+            // server reaches while we are connected.
+            self.room_ready(now, out);
+            return;
+        }
         let room = self.room().expect("call was just created").to_string();
         out.push(Action::Send(Message::Join(room)));
         self.state = State::Joining;
         self.set_step(now, Some(self.config.timeouts.signaling));
     }
 
+    /// The call's room exists: tell the owners (unless it is a live view,
+    /// whose link went to the one who asked) and wait for a viewer.
+    fn room_ready(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.emit(EventKind::RoomCreated, out);
+        if !self.call.as_ref().expect("a room belongs to a call").live {
+            self.notify(out);
+        }
+        self.state = State::WaitingViewer;
+        self.set_step(now, Some(self.config.timeouts.viewer_join));
+    }
+
+    /// A message from a named viewer. Its session is the call's if none is
+    /// open yet; one viewer at a time, so another's messages are ignored.
+    fn on_viewer_signal(
+        &mut self,
+        now: Instant,
+        viewer: ViewerId,
+        message: Message,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.call.as_mut() else {
+            return self.ignore(format!("{message} from viewer {viewer} (no call)"), out);
+        };
+        if matches!(self.state, State::Joining | State::Ending { .. }) {
+            return self.ignore(format!("{message} from viewer {viewer}"), out);
+        }
+        match &c.viewer {
+            Some(v) if *v == viewer => {}
+            None if matches!(message, Message::NewPeer(_) | Message::Invite(_)) => {
+                c.viewer = Some(viewer);
+            }
+            Some(_) if matches!(message, Message::NewPeer(_) | Message::Invite(_)) => {
+                return self.ignore(
+                    format!("viewer {viewer} (another viewer is in this call)"),
+                    out,
+                );
+            }
+            _ => {
+                return self.ignore(
+                    format!("{message} from viewer {viewer} (not in this call)"),
+                    out,
+                )
+            }
+        }
+        // Their session's messages mean for the call what the room's do.
+        self.on_signal(now, message, out);
+    }
+
+    /// Sends to the viewer of the peer session: by name, or to the room.
+    fn send_to_viewer(&self, message: Message, out: &mut Vec<Action>) {
+        match self.call.as_ref().and_then(|c| c.viewer.clone()) {
+            Some(viewer) => out.push(Action::SendTo { viewer, message }),
+            None => out.push(Action::Send(message)),
+        }
+    }
+
+    fn on_local_candidate(&mut self, candidate: Option<IceCandidate>, out: &mut Vec<Action>) {
+        match self.state {
+            State::Answering => {
+                let c = self.call.as_mut().expect("answering has a call");
+                if c.local_candidates.len() < MAX_EARLY_CANDIDATES {
+                    c.local_candidates.push(candidate);
+                } else {
+                    self.ignore("local candidate (too many before the answer)", out);
+                }
+            }
+            State::InCall { .. } => self.send_to_viewer(Message::IceCandidate(candidate), out),
+            _ => self.ignore("local candidate", out),
+        }
+    }
+
     fn on_signal(&mut self, now: Instant, msg: Message, out: &mut Vec<Action>) {
         let ours = |name: &str, m: &CallMachine| m.room() == Some(name);
         match (&self.state, msg) {
             (State::Joining, Message::Created(room)) if ours(&room, self) => {
-                self.emit(EventKind::RoomCreated, out);
-                // A live view's link went to the one who asked.
-                if !self.call.as_ref().expect("joining has a call").live {
-                    self.notify(out);
-                }
-                self.state = State::WaitingViewer;
-                self.set_step(now, Some(self.config.timeouts.viewer_join));
+                self.room_ready(now, out);
             }
             (State::Joining, Message::Joined(room) | Message::Full(room)) if ours(&room, self) => {
                 // Someone else owns this name: never stream into their room.
@@ -446,6 +539,7 @@ impl CallMachine {
                 self.clear_call_timers();
                 if let Some(c) = self.call.as_mut() {
                     c.early_candidates.clear();
+                    c.local_candidates.clear();
                 }
                 self.state = State::WaitingOffer;
                 self.emit(EventKind::ViewerJoined, out);
@@ -507,16 +601,26 @@ impl CallMachine {
     }
 
     fn answer(&mut self, now: Instant, offer: SessionDescription, out: &mut Vec<Action>) {
-        let candidates = self
+        let (candidates, viewer) = self
             .call
             .as_mut()
-            .map(|c| std::mem::take(&mut c.early_candidates))
+            .map(|c| {
+                c.local_candidates.clear();
+                (std::mem::take(&mut c.early_candidates), c.viewer.clone())
+            })
             .unwrap_or_default();
+        let trickle = self.config.protocol.trickle;
         out.push(Action::Answer {
             epoch: self.epoch,
             offer,
-            gather_timeout: self.config.timeouts.ice_gather,
+            gather_timeout: if trickle {
+                Duration::ZERO
+            } else {
+                self.config.timeouts.ice_gather
+            },
             candidates,
+            trickle,
+            viewer,
         });
         self.state = State::Answering;
         self.set_step(now, Some(self.config.timeouts.answer()));
@@ -533,7 +637,15 @@ impl CallMachine {
     }
 
     fn on_answer_ready(&mut self, now: Instant, answer: SessionDescription, out: &mut Vec<Action>) {
-        out.push(Action::Send(Message::Ok(answer)));
+        self.send_to_viewer(Message::Ok(answer), out);
+        let gathered = self
+            .call
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.local_candidates))
+            .unwrap_or_default();
+        for candidate in gathered {
+            self.send_to_viewer(Message::IceCandidate(candidate), out);
+        }
         self.emit(EventKind::Answered, out);
         self.state = State::InCall { connected: false };
         // Step deadline now means: the transport must come up within `media`.
@@ -654,7 +766,7 @@ impl CallMachine {
     /// the other `joined`, and a `new_peer` to the doorbell starts a new
     /// session as any rejoin does.
     fn on_signaling_up(&mut self, out: &mut Vec<Action>) {
-        if !matches!(self.state, State::InCall { .. }) {
+        if !matches!(self.state, State::InCall { .. }) || !self.config.protocol.server_rooms {
             return;
         }
         if let Some(c) = self.call.as_mut().filter(|c| c.rejoin_room) {
@@ -665,6 +777,9 @@ impl CallMachine {
 
     fn on_signaling_down(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.state {
+            // Without rooms the link names the device, which is reachable
+            // again once the connection is back: keep waiting.
+            State::WaitingViewer if !self.config.protocol.server_rooms => {}
             State::Joining | State::WaitingViewer | State::WaitingOffer | State::Answering => {
                 // Rooms are server state: the link died with the connection.
                 self.emit(
@@ -760,7 +875,7 @@ impl CallMachine {
         if matches!(self.state, State::Idle | State::Ending { .. }) {
             return;
         }
-        if self.signaling_up {
+        if self.signaling_up && self.config.protocol.server_rooms {
             if let Some(room) = self.room() {
                 out.push(Action::Send(Message::Bye(Some(room.to_string()))));
             }

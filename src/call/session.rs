@@ -88,6 +88,9 @@ pub struct AnswerRequest {
     pub feedback: Feedback,
     /// Where a copy of the call's encoded media goes (a recorder), if anywhere.
     pub tap: Option<CallTap>,
+    /// Trickle our candidates (as [`Input::LocalCandidate`]) instead of
+    /// waiting for them before answering.
+    pub trickle: bool,
 }
 
 /// A session and the complete answer to send.
@@ -119,6 +122,7 @@ impl Session {
             candidates,
             feedback,
             tap,
+            trickle,
         } = request;
         let opener = media.clone();
         let devices = tokio::task::spawn_blocking(move || open_devices(opener.as_ref(), call))
@@ -151,6 +155,19 @@ impl Session {
             None => None,
         };
         let (peer_tx, mut peer_rx) = mpsc::channel(64);
+        let local_candidates = trickle.then(|| {
+            let (tx, mut rx) = mpsc::channel(32);
+            let feedback = feedback.clone();
+            tokio::spawn(async move {
+                while let Some(candidate) = rx.recv().await {
+                    let input = Input::LocalCandidate { epoch, candidate };
+                    if feedback.send(input).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tx
+        });
         let answer = AnswerPeer::answer(
             &peer_settings,
             &offer_sdp,
@@ -161,13 +178,14 @@ impl Session {
                 events: peer_tx,
                 remote_audio: playout.as_ref().map(|p| p.input().tapped(tap.clone())),
                 candidates,
+                local_candidates,
             },
         )
         .await?;
         for note in &answer.notes {
             tracing::warn!(call, "{note}");
         }
-        if !answer.gathering_complete {
+        if !answer.gathering_complete && !trickle {
             tracing::warn!(
                 call,
                 cap = ?gather_cap,

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::signaling::client::{probe, ClientSettings};
+use crate::signaling::device_ws::{self, DeviceWsSettings};
 use crate::spec::gpio::ButtonSpec;
 use crate::spec::media::{SinkSpec, SourceSpec, VideoSpec};
 
@@ -81,9 +82,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut lines = vec![ok("config", format!("{} is valid", args.config.display()))];
     let settings = config.signaling.client_settings();
+    let device_ws =
+        (config.signaling.protocol == crate::config::SignalingProtocol::DeviceWs).then(|| {
+            DeviceWsSettings {
+                client: settings.clone(),
+                device_id: config.signaling.device_id.clone(),
+                heartbeat: config.signaling.heartbeat,
+            }
+        });
     let ice = config.ice.clone();
     let devices = tokio::task::spawn_blocking(move || check_devices(&config));
-    lines.push(check_signaling(&settings).await);
+    lines.push(match device_ws {
+        Some(d) => check_device_socket(&d).await,
+        None => check_signaling(&settings).await,
+    });
     lines.extend(check_turn(&ice));
     lines.extend(devices.await?);
     print(&lines);
@@ -136,6 +148,31 @@ pub async fn check_signaling(settings: &ClientSettings) -> Line {
                     "is the server running and reachable from here? (signaling.url; docs/install.md)",
                 ),
             }
+        }
+        Err(_) => failed(
+            "signaling",
+            format!(
+                "{url}: no answer within {} s",
+                SIGNALING_CHECK_LIMIT.as_secs()
+            ),
+            "is the server running and reachable from here? (signaling.url; docs/install.md)",
+        ),
+    }
+}
+
+/// Says hello on seed 002's device socket once.
+async fn check_device_socket(settings: &DeviceWsSettings) -> Line {
+    let url = settings.client.url.clone();
+    match tokio::time::timeout(SIGNALING_CHECK_LIMIT, device_ws::probe(settings)).await {
+        Ok(Ok(found)) => ok("signaling", format!("{url}: {found}")),
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            let fix = if message.contains("1008") {
+                "register this device on the server, or correct signaling.device_id"
+            } else {
+                "is the server running and reachable from here? (signaling.url; docs/install.md)"
+            };
+            failed("signaling", format!("{url}: {message}"), fix)
         }
         Err(_) => failed(
             "signaling",

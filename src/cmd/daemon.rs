@@ -13,7 +13,7 @@ use crate::call::command::Command;
 use crate::call::driver::Engine;
 use crate::call::event::CallEvent;
 use crate::chime;
-use crate::config::Config;
+use crate::config::{Config, SignalingProtocol};
 use crate::door_voice::DoorVoice;
 use crate::history::History;
 use crate::media::lease::SpeakerLease;
@@ -24,6 +24,8 @@ use crate::media::MediaOpener;
 use crate::notify::{self, Notifier, NotifyError};
 use crate::peer::PeerSettings;
 use crate::signaling::client::SocketIoSignaling;
+use crate::signaling::device_ws::{DeviceWsSettings, DeviceWsSignaling};
+use crate::signaling::Signaling;
 use crate::spec::gpio::ButtonSpec;
 use crate::spec::media::SinkSpec;
 
@@ -77,12 +79,24 @@ pub async fn start(
     // failed start closes it.
     let signaling_cancel = CancellationToken::new();
     let close_signaling_on_error = signaling_cancel.clone().drop_guard();
-    let signaling = SocketIoSignaling::start(
-        config.signaling.client_settings(),
-        signaling_tx,
-        signaling_cancel.clone(),
-    )
-    .context("signaling")?;
+    let signaling: Arc<dyn Signaling> = match config.signaling.protocol {
+        SignalingProtocol::Rooms => SocketIoSignaling::start(
+            config.signaling.client_settings(),
+            signaling_tx,
+            signaling_cancel.clone(),
+        )
+        .context("signaling")?,
+        SignalingProtocol::DeviceWs => DeviceWsSignaling::start(
+            DeviceWsSettings {
+                client: config.signaling.client_settings(),
+                device_id: config.signaling.device_id.clone(),
+                heartbeat: config.signaling.heartbeat,
+            },
+            signaling_tx,
+            signaling_cancel.clone(),
+        )
+        .context("signaling")?,
+    };
     let (commands, command_rx) = mpsc::channel(32);
     if config.control.enabled {
         let path = config.control.socket_path();

@@ -356,6 +356,30 @@ async fn settle_directions(pc: &RTCPeerConnection, plan: MediaPlan) {
     }
 }
 
+/// Hands each candidate we gather to `out` as it comes (trickle), and
+/// `None` when gathering is complete.
+fn forward_candidates(pc: &RTCPeerConnection, out: mpsc::Sender<Option<IceCandidate>>) {
+    pc.on_ice_candidate(Box::new(move |c| {
+        let candidate = match c.map(|c| c.to_json()) {
+            None => None,
+            Some(Ok(init)) => Some(IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+                username_fragment: init.username_fragment,
+            }),
+            Some(Err(e)) => {
+                tracing::debug!("a gathered candidate could not be written: {e}");
+                return Box::pin(async {});
+            }
+        };
+        if out.try_send(candidate).is_err() {
+            tracing::debug!("a gathered candidate was dropped: the call moved on");
+        }
+        Box::pin(async {})
+    }));
+}
+
 /// Adds the viewer's trickled candidates until the call moves on.
 async fn add_candidates(
     pc: std::sync::Weak<RTCPeerConnection>,
@@ -416,6 +440,9 @@ pub struct AnswerInputs {
     pub remote_audio: Option<RemoteAudioInput>,
     /// Candidates the viewer trickles after its offer.
     pub candidates: mpsc::Receiver<IceCandidate>,
+    /// Trickle: our candidates go here as they are gathered (`None` once
+    /// gathering is complete), and the answer does not wait for them.
+    pub local_candidates: Option<mpsc::Sender<Option<IceCandidate>>>,
 }
 
 impl AnswerPeer {
@@ -482,9 +509,14 @@ impl AnswerPeer {
             events,
             remote_audio,
             candidates,
+            local_candidates,
             ..
         } = inputs;
         forward_state(pc, events.clone());
+        let trickle = local_candidates.is_some();
+        if let Some(out) = local_candidates {
+            forward_candidates(pc, out);
+        }
         // Tracks first, so that setting the offer binds them to its sections;
         // the directions are settled once the offer is set.
         let mut video = None;
@@ -565,7 +597,11 @@ impl AnswerPeer {
             .create_answer(None)
             .await
             .map_err(|e| PeerError::BadOffer(format!("cannot answer it: {e}")))?;
-        let (sdp, gathering_complete) = set_local_and_gather(pc, answer, gather_cap).await?;
+        let (mut sdp, gathering_complete) = set_local_and_gather(pc, answer, gather_cap).await?;
+        if trickle {
+            // Those gathered already follow one by one, like the rest.
+            sdp = sdp::without_candidates(&sdp);
+        }
         Ok(Negotiated {
             video,
             audio,

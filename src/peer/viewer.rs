@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -25,6 +26,7 @@ use super::{
     vp8_codec, webrtc_err, MediaTrack, PeerError, PeerEvent, PeerSettings,
 };
 use crate::media::audio::RemoteAudio;
+use crate::signaling::protocol::IceCandidate;
 
 /// One H.264 access unit as the viewer received it.
 #[derive(Debug, Clone)]
@@ -226,6 +228,19 @@ impl ViewerPeer {
 
     pub fn audio_track(&self) -> Option<MediaTrack> {
         self.audio.clone()
+    }
+
+    /// Adds a candidate the doorbell trickled.
+    pub async fn add_candidate(&self, c: IceCandidate) -> Result<(), PeerError> {
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: c.candidate.trim_start_matches("a=").to_string(),
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+                username_fragment: c.username_fragment,
+            })
+            .await
+            .map_err(webrtc_err)
     }
 
     /// Asks the doorbell for a keyframe (PLI), as a browser does after loss.

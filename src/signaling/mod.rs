@@ -9,13 +9,15 @@
 //! viewer ([`ViewerId`]: [`SignalingEvent::FromViewer`], [`Signaling::send_to`]);
 //! the room protocol has one viewer per room and names none.
 //!
-//! [`protocol`] is pure data. [`client`] talks Socket.IO to a real server (ours
+//! [`device_ws`] is seed 002's device socket (a session per viewer,
+//! trickle, no rooms). [`protocol`] is pure data. [`client`] talks Socket.IO to a real server (ours
 //! or the original design's, in either protocol generation), over
 //! [`transport`] (WebSocket or long-polling, TCP or [`tls`]), with the pure
 //! codecs [`engineio`] and [`socketio`]. [`memory`] is an in-process stand-in
 //! with the same trait, for tests that run on a simulated clock.
 
 pub mod client;
+pub mod device_ws;
 pub mod engineio;
 #[cfg(feature = "testkit")]
 pub mod memory;
@@ -43,6 +45,9 @@ pub enum SignalingEvent {
     FromViewer { viewer: ViewerId, message: Message },
     /// A message that could not be parsed; logged and otherwise ignored.
     Malformed(String),
+    /// The server refuses us for good (seed 002's close 1008: unknown
+    /// device): no more attempts; the owner is told why.
+    Refused(String),
 }
 
 /// A viewer as a protocol with one session per viewer names it.
@@ -102,6 +107,18 @@ pub trait Signaling: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), SignalingError>> {
         let _ = viewer;
         self.send(msg)
+    }
+
+    /// The ICE servers the server gave for this viewer's session (seed
+    /// 002's `watch_request`), used besides the configured ones.
+    fn ice_servers(&self, viewer: &ViewerId) -> Option<Vec<crate::peer::IceServer>> {
+        let _ = viewer;
+        None
+    }
+
+    /// The call's state changed (for a protocol that reports presence).
+    fn call_state(&self, state: crate::call::command::StateKind) {
+        let _ = state;
     }
 }
 

@@ -44,7 +44,8 @@ pub struct Endpoint {
     pub port: u16,
     /// `host:port` (IPv6 in brackets), for the Host header and messages.
     pub authority: String,
-    /// The Engine.IO path: the URL's path, then `socket.io/`.
+    /// The URL's path with a trailing `/` ([`Endpoint::base`]), then
+    /// `socket.io/` for Engine.IO ([`Endpoint::parse`]).
     pub path: String,
 }
 
@@ -52,6 +53,14 @@ impl Endpoint {
     /// `http(s)://host[:port][/prefix]`: a prefix (a server behind a reverse
     /// proxy at a sub-path) comes before `socket.io/`.
     pub fn parse(url: &str) -> Result<Endpoint, TransportError> {
+        let mut e = Self::base(url)?;
+        e.path.push_str("socket.io/");
+        Ok(e)
+    }
+
+    /// `http(s)://host[:port][/prefix]` as the base of other endpoints:
+    /// `path` is the prefix with a trailing `/`.
+    pub fn base(url: &str) -> Result<Endpoint, TransportError> {
         let u = url::Url::parse(url).map_err(|e| TransportError::Url(format!("{url:?}: {e}")))?;
         let tls = match u.scheme() {
             "https" => true,
@@ -77,7 +86,7 @@ impl Endpoint {
             format!("{host}:{port}")
         };
         let mut path = u.path().trim_end_matches('/').to_string();
-        path.push_str("/socket.io/");
+        path.push('/');
         Ok(Endpoint {
             tls,
             host,
@@ -87,9 +96,10 @@ impl Endpoint {
         })
     }
 
-    fn ws_url(&self, query: &str) -> String {
+    /// The WebSocket URL of `relative` under this endpoint's path.
+    pub fn ws_url_at(&self, relative: &str) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
-        format!("{scheme}://{}{}?{query}", self.authority, self.path)
+        format!("{scheme}://{}{}{relative}", self.authority, self.path)
     }
 }
 
@@ -296,25 +306,8 @@ fn query(version: Version, transport: &str, sid: Option<&str>) -> String {
 
 /// Opens a WebSocket straight away (no polling first).
 pub async fn open_websocket(dialer: &Dialer, version: Version) -> Result<Opened, TransportError> {
-    let stream = dialer.stream().await?;
-    let request = dialer
-        .endpoint
-        .ws_url(&query(version, "websocket", None))
-        .into_client_request()
-        .map_err(|e| TransportError::Url(e.to_string()))?;
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(engineio::MAX_PAYLOAD_BYTES);
-    config.max_frame_size = Some(engineio::MAX_PAYLOAD_BYTES);
-    let (ws, _) = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
-    )
-    .await
-    .map_err(|_| TransportError::Timeout {
-        limit: REQUEST_TIMEOUT,
-        what: "WebSocket handshake",
-    })?
-    .map_err(ws_error)?;
+    let relative = format!("?{}", query(version, "websocket", None));
+    let ws = websocket(dialer, &relative, engineio::MAX_PAYLOAD_BYTES).await?;
     let (sink, mut stream) = ws.split();
     let first = tokio::time::timeout(REQUEST_TIMEOUT, next_ws_packet(&mut stream))
         .await
@@ -382,6 +375,35 @@ async fn next_ws_packet(
             None => return Err(TransportError::Broken("the WebSocket ended".into())),
         }
     }
+}
+
+/// A WebSocket to `relative` under the endpoint's path (TCP, then TLS when
+/// the endpoint is `https`), refusing messages over `max_message` bytes.
+pub async fn websocket(
+    dialer: &Dialer,
+    relative: &str,
+    max_message: usize,
+) -> Result<WebSocketStream<Stream>, TransportError> {
+    let stream = dialer.stream().await?;
+    let request = dialer
+        .endpoint
+        .ws_url_at(relative)
+        .into_client_request()
+        .map_err(|e| TransportError::Url(e.to_string()))?;
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(max_message);
+    config.max_frame_size = Some(max_message);
+    let (ws, _) = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout {
+        limit: REQUEST_TIMEOUT,
+        what: "WebSocket handshake",
+    })?
+    .map_err(ws_error)?;
+    Ok(ws)
 }
 
 fn expect_open(first: Packet) -> Result<Handshake, TransportError> {
@@ -633,8 +655,13 @@ mod tests {
             ("::1", "[::1]:8080")
         );
         assert_eq!(
-            e.ws_url("EIO=4&transport=websocket"),
+            e.ws_url_at("?EIO=4&transport=websocket"),
             "ws://[::1]:8080/socket.io/?EIO=4&transport=websocket"
+        );
+        let base = Endpoint::base("https://fleet.example.org/cams/").unwrap();
+        assert_eq!(
+            base.ws_url_at("ws/device"),
+            "wss://fleet.example.org:443/cams/ws/device"
         );
         for bad in ["ftp://x", "http://", "nonsense"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");

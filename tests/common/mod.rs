@@ -34,6 +34,7 @@ pub mod matrix;
 pub mod path;
 pub mod probe;
 pub mod raw;
+pub mod seeds;
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);

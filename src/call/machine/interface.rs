@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::call::event::Event;
 use crate::call::peer_state::PeerState;
 use crate::signaling::protocol::{IceCandidate, Message, SessionDescription};
+use crate::signaling::ViewerId;
 
 /// Every timeout of a call. All are configurable (`[call]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,41 @@ pub struct MachineConfig {
     pub press_during_call: PressDuringCall,
     /// Viewer link with `{room}` where the room name goes.
     pub link_template: String,
+    /// What the signaling protocol asks of a call.
+    pub protocol: ProtocolTraits,
+}
+
+/// How a signaling protocol shapes a call (`docs/protocol.md`). The
+/// machine stays protocol-free: these are the only differences it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolTraits {
+    /// A call lives in a room on the server: `join` (answered by
+    /// `created`) before the link is any good, `bye` when it ends, joined
+    /// again after a reconnect. Without rooms (seed 002's device socket) the
+    /// link names the device, which is reachable whenever it is connected.
+    pub server_rooms: bool,
+    /// Our candidates trickle: the answer goes out at once, without waiting
+    /// for ICE gathering, and each candidate follows it ([`Input::LocalCandidate`]).
+    pub trickle: bool,
+}
+
+impl ProtocolTraits {
+    /// The Socket.IO room protocol: rooms, answers with every candidate.
+    pub const ROOMS: ProtocolTraits = ProtocolTraits {
+        server_rooms: true,
+        trickle: false,
+    };
+    /// Seed 002's device socket: no rooms, per-viewer sessions, trickle.
+    pub const DEVICE_WS: ProtocolTraits = ProtocolTraits {
+        server_rooms: false,
+        trickle: true,
+    };
+}
+
+impl Default for ProtocolTraits {
+    fn default() -> Self {
+        Self::ROOMS
+    }
 }
 
 /// Increases with every ring and every new peer session inside a ring. Inputs
@@ -88,8 +124,22 @@ pub enum Input {
     /// The signaling connection is up (Socket.IO connected) / gone.
     SignalingUp,
     SignalingDown,
-    /// A message from the signaling server.
+    /// A message from the signaling server (the room's).
     Signal(Message),
+    /// A message from one viewer of a protocol with sessions per viewer.
+    /// The viewer whose session is open is the call's; another one's
+    /// messages are ignored (one viewer at a time).
+    FromViewer {
+        viewer: ViewerId,
+        message: Message,
+    },
+    /// One of our ICE candidates, gathered after the answer was made
+    /// (`None`: gathering is complete). Sent to the viewer when the
+    /// protocol trickles.
+    LocalCandidate {
+        epoch: Epoch,
+        candidate: Option<IceCandidate>,
+    },
     /// Sending a message to the signaling server failed.
     SignalFailed {
         what: String,
@@ -143,6 +193,8 @@ pub enum Input {
 pub enum Action {
     /// Send a message to the signaling server.
     Send(Message),
+    /// Send a message to one viewer (protocols with sessions per viewer).
+    SendTo { viewer: ViewerId, message: Message },
     /// Tell the owner: the bell rang, here is the link. Answer with [`Input::Notified`].
     Notify {
         epoch: Epoch,
@@ -160,14 +212,20 @@ pub enum Action {
     /// capped at `gather_timeout`. Answer with [`Input::AnswerReady`] or
     /// [`Input::AnswerFailed`]. Any earlier peer of the call is closed first.
     /// `candidates` trickled in before the offer are added once it is set.
+    /// With `trickle` the answer does not wait for gathering: our candidates
+    /// come back one by one as [`Input::LocalCandidate`].
     Answer {
         epoch: Epoch,
         offer: SessionDescription,
         gather_timeout: Duration,
         candidates: Vec<IceCandidate>,
+        trickle: bool,
+        /// The viewer, in a protocol that names viewers (its session may
+        /// come with ICE servers of its own).
+        viewer: Option<ViewerId>,
     },
     /// A candidate the viewer trickled after its offer: add it to the peer of
-    /// `epoch` (the answer itself stays non-trickle).
+    /// `epoch`.
     AddCandidate {
         epoch: Epoch,
         candidate: IceCandidate,

@@ -11,6 +11,7 @@ fn config() -> MachineConfig {
         timeouts: Timeouts::default(),
         press_during_call: PressDuringCall::Ignore,
         link_template: "http://bell.test/?room={room}".into(),
+        protocol: ProtocolTraits::ROOMS,
     }
 }
 
@@ -33,6 +34,7 @@ fn summary(actions: &[Action]) -> String {
         .iter()
         .map(|a| match a {
             Action::Send(m) => format!("send:{}", m.event()),
+            Action::SendTo { message, .. } => format!("send_to:{}", message.event()),
             Action::Notify { .. } => "notify".into(),
             Action::NotifyFailure { .. } => "notify_failure".into(),
             Action::Answer { .. } => "answer".into(),
@@ -1084,4 +1086,140 @@ fn a_look_stops_after_max_live() {
     assert_eq!(state_name(&m), "ending:max_duration");
     let a = m.handle(t + s(91), Input::TeardownDone { epoch: e });
     assert_eq!(events(&a), ["ended:max_duration"]);
+}
+
+fn device_ws_machine() -> (CallMachine, Instant) {
+    let t = Instant::now();
+    let mut m = CallMachine::new(MachineConfig {
+        protocol: ProtocolTraits::DEVICE_WS,
+        link_template: "http://fleet.test/watch/door-1".into(),
+        ..config()
+    });
+    m.handle(t, Input::SignalingUp);
+    (m, t)
+}
+
+fn from(viewer: &str, message: Message) -> Input {
+    Input::FromViewer {
+        viewer: ViewerId(viewer.into()),
+        message,
+    }
+}
+
+#[test]
+fn without_rooms_a_press_waits_for_a_viewer_at_once_and_answers_it_by_name_with_trickle() {
+    let (mut m, t) = device_ws_machine();
+    let a = m.handle(t, Input::Press { room: ROOM.into() });
+    assert_eq!(summary(&a), "ringing,room_created,notify");
+    assert!(
+        a.iter().any(
+            |a| matches!(a, Action::Notify { link, .. } if link == "http://fleet.test/watch/door-1")
+        ),
+        "{a:?}"
+    );
+    assert_eq!(state_name(&m), "waiting_viewer");
+    // The connection drops and comes back: the link names the device, so
+    // the ring goes on.
+    assert_eq!(summary(&m.handle(t, Input::SignalingDown)), "");
+    m.handle(t, Input::SignalingUp);
+    assert_eq!(state_name(&m), "waiting_viewer");
+
+    let a = m.handle(t, from("s1", Message::NewPeer(None)));
+    assert_eq!(summary(&a), "viewer_joined");
+    // Another viewer while this one's session is open: one at a time.
+    assert_eq!(
+        summary(&m.handle(t, from("s2", Message::NewPeer(None)))),
+        "ignored"
+    );
+    assert_eq!(
+        summary(&m.handle(t, from("s2", Message::Invite(offer())))),
+        "ignored"
+    );
+    let a = m.handle(t, from("s1", Message::Invite(offer())));
+    let Some(Action::Answer {
+        gather_timeout,
+        trickle,
+        viewer,
+        ..
+    }) = a.first()
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(*gather_timeout, Duration::ZERO);
+    assert!(*trickle);
+    assert_eq!(viewer.as_ref().map(|v| v.0.as_str()), Some("s1"));
+    // Candidates gathered before the answer is out wait for it.
+    let epoch = m.epoch();
+    let local = |n: u8| Input::LocalCandidate {
+        epoch,
+        candidate: Some(candidate(n)),
+    };
+    assert_eq!(summary(&m.handle(t, local(1))), "");
+    let a = m.handle(
+        t,
+        Input::AnswerReady {
+            epoch,
+            answer: SessionDescription::answer("v=0\r\n"),
+        },
+    );
+    assert_eq!(
+        summary(&a),
+        "send_to:ok,send_to:ice_candidate,answered",
+        "the answer first, then the candidate"
+    );
+    assert!(a
+        .iter()
+        .all(|a| !matches!(a, Action::SendTo { viewer, .. } if viewer.0 != "s1")));
+    assert_eq!(summary(&m.handle(t, local(2))), "send_to:ice_candidate");
+    let end = Input::LocalCandidate {
+        epoch,
+        candidate: None,
+    };
+    assert_eq!(summary(&m.handle(t, end)), "send_to:ice_candidate");
+    // A stale epoch's candidate is not sent.
+    let stale = Input::LocalCandidate {
+        epoch: Epoch(0),
+        candidate: Some(candidate(3)),
+    };
+    assert_eq!(summary(&m.handle(t, stale)), "ignored");
+    // The viewer's candidates reach the peer.
+    let a = m.handle(t, from("s1", Message::IceCandidate(Some(candidate(4)))));
+    assert_eq!(summary(&a), "add_candidate");
+    // Another viewer's watch ending is not this call's.
+    assert_eq!(
+        summary(&m.handle(t, from("s2", Message::Bye(None)))),
+        "ignored"
+    );
+    // The viewer's watch ends: no `bye` to send, there is no room.
+    let a = m.handle(t, from("s1", Message::Bye(None)));
+    assert_eq!(summary(&a), "teardown");
+    let a = m.handle(t, Input::TeardownDone { epoch: m.epoch() });
+    assert_eq!(summary(&a), "ended:viewer_left");
+}
+
+#[test]
+fn the_room_protocol_never_trickles_and_sends_to_the_room() {
+    let (mut m, t) = machine_in("answering");
+    let epoch = m.epoch();
+    let local = Input::LocalCandidate {
+        epoch,
+        candidate: Some(candidate(1)),
+    };
+    assert_eq!(summary(&m.handle(t, local)), "ignored");
+    let a = m.handle(
+        t,
+        Input::AnswerReady {
+            epoch,
+            answer: SessionDescription::answer("v=0\r\n"),
+        },
+    );
+    assert_eq!(summary(&a), "send:ok,answered");
+    // A named viewer's message has no call to go to in the room protocol
+    // only if another viewer holds it; here the room's viewer is unnamed.
+    let (mut m, t) = machine_in("waiting_offer");
+    let a = m.handle(t, Input::Signal(Message::Invite(offer())));
+    assert!(matches!(
+        a.first(),
+        Some(Action::Answer { trickle: false, viewer: None, gather_timeout, .. }) if *gather_timeout == Timeouts::default().ice_gather
+    ));
 }

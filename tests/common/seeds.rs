@@ -1,0 +1,258 @@
+//! The seeds' worlds, for tests: the servers in tests/servers (written from
+//! seeds 002 and 004, not from our code) and a seed-002 viewer that speaks
+//! `/ws/viewer` with the webrtc-rs test peer, trickling its candidates.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use doorbell::signaling::protocol::IceCandidate;
+
+use super::WAIT;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The Python with aiohttp (the python-socketio 5 venv of scripts/test).
+pub fn python() -> String {
+    std::env::var("DOORBELL_PY5").unwrap_or_else(|_| {
+        let p = Path::new(ROOT).join("target/py5/bin/python");
+        assert!(
+            p.exists(),
+            "DOORBELL_PY5 is not set and {} does not exist: run scripts/test",
+            p.display()
+        );
+        p.display().to_string()
+    })
+}
+
+/// One of the seed servers, running until dropped.
+pub struct SeedServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Drop for SeedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SeedServer {
+    /// Runs `tests/servers/<script>` with `args` on a free loopback port.
+    pub fn start(script: &str, args: &[&str]) -> SeedServer {
+        Self::start_on(script, 0, args)
+    }
+
+    /// The same on `port` (0: a free one).
+    pub fn start_on(script: &str, port: u16, args: &[&str]) -> SeedServer {
+        let python = python();
+        let mut child = Command::new(&python)
+            .arg(Path::new(ROOT).join("tests/servers").join(script))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("DOORBELL_SHOW_LAB_SERVER").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| {
+                l.strip_prefix("listening on ")
+                    .and_then(|p| p.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("tests/servers/{script} did not start"));
+        SeedServer {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let r = reqwest::get(format!("{}{path}", self.url))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    pub async fn post(&self, path: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+            .status()
+            .as_u16()
+    }
+
+    /// Polls `GET path` until `cond` holds.
+    pub async fn until(&self, path: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.get(path).await;
+            if cond(&v) {
+                return v;
+            }
+            assert!(start.elapsed() < WAIT, "{what}: {path} says {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A seed-002 viewer's socket.
+pub struct Seed002Viewer {
+    ws: Ws,
+    pub user_id: String,
+}
+
+/// How a socket ended.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    Message(Value),
+    Closed(Option<u16>),
+}
+
+impl Seed002Viewer {
+    /// Connects to `/ws/viewer` and says hello with `token`; `Err` carries
+    /// the close code when the server refuses.
+    pub async fn connect(port: u16, token: &str) -> Result<Seed002Viewer, Option<u16>> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/viewer"))
+            .await
+            .expect("viewer socket");
+        let mut v = Seed002Viewer {
+            ws,
+            user_id: String::new(),
+        };
+        v.send("hello", None, json!({ "token": token })).await;
+        match v.next().await {
+            Next::Message(m) if m["type"] == "hello_ack" => {
+                v.user_id = m["payload"]["user_id"].as_str().unwrap_or("").to_string();
+                Ok(v)
+            }
+            Next::Closed(code) => Err(code),
+            Next::Message(m) => panic!("expected hello_ack, got {m}"),
+        }
+    }
+
+    pub async fn send(&mut self, kind: &str, request_id: Option<&str>, payload: Value) {
+        let mut m = json!({ "type": kind, "ts": "2026-01-01T00:00:00.000Z", "payload": payload });
+        if let Some(r) = request_id {
+            m["request_id"] = json!(r);
+        }
+        self.ws
+            .send(WsMessage::Text(m.to_string().into()))
+            .await
+            .expect("viewer send");
+    }
+
+    /// The next message (heartbeat acks skipped), or how the socket ended.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            let item = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message from the server in time");
+            match item {
+                Some(Ok(WsMessage::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON from the server");
+                    if v["type"] != "heartbeat_ack" {
+                        return Next::Message(v);
+                    }
+                }
+                Some(Ok(WsMessage::Close(f))) => return Next::Closed(f.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Next::Closed(None),
+            }
+        }
+    }
+
+    /// The next message of type `kind`; others are returned in the list.
+    pub async fn until(&mut self, kind: &str) -> (Value, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            match self.next().await {
+                Next::Message(m) if m["type"] == kind => return (m, before),
+                Next::Message(m) => before.push(m),
+                Next::Closed(c) => {
+                    panic!("the socket closed ({c:?}) before {kind}; saw {before:?}")
+                }
+            }
+        }
+    }
+
+    /// Closes the socket the way a page that goes away does.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A candidate line as a page trickles it.
+pub fn candidate_json(c: &IceCandidate) -> Value {
+    json!({
+        "candidate": c.candidate.trim_start_matches("a="),
+        "sdpMid": c.sdp_mid,
+        "sdpMLineIndex": c.sdp_mline_index,
+    })
+}
+
+pub fn candidate_from(v: &Value) -> Option<IceCandidate> {
+    let line = v["candidate"].as_str()?;
+    if line.is_empty() {
+        return None;
+    }
+    Some(IceCandidate {
+        candidate: line.to_string(),
+        sdp_mid: v["sdpMid"].as_str().map(str::to_string),
+        sdp_mline_index: v["sdpMLineIndex"].as_u64().map(|n| n as u16),
+        username_fragment: None,
+    })
+}
+
+/// Splits a complete SDP into the SDP without its candidates and the
+/// candidates (with the mid and index of their section), as a page that
+/// trickles would send them.
+pub fn split_candidates(sdp: &str) -> (String, Vec<IceCandidate>) {
+    let lines: Vec<&str> = sdp.split("\r\n").filter(|l| !l.is_empty()).collect();
+    // Each section's mid, by section index.
+    let mut mids: Vec<Option<String>> = Vec::new();
+    for line in &lines {
+        if line.starts_with("m=") {
+            mids.push(None);
+        } else if let (Some(m), Some(last)) = (line.strip_prefix("a=mid:"), mids.last_mut()) {
+            *last = Some(m.to_string());
+        }
+    }
+    let (mut bare, mut candidates) = (String::new(), Vec::new());
+    let mut section: Option<usize> = None;
+    for line in lines {
+        if line.starts_with("m=") {
+            section = Some(section.map_or(0, |s| s + 1));
+        }
+        if let (Some(c), Some(i)) = (line.strip_prefix("a=candidate:"), section) {
+            candidates.push(IceCandidate {
+                candidate: format!("candidate:{c}"),
+                sdp_mid: mids[i].clone(),
+                sdp_mline_index: u16::try_from(i).ok(),
+                username_fragment: None,
+            });
+        } else if line != "a=end-of-candidates" {
+            bare.push_str(line);
+            bare.push_str("\r\n");
+        }
+    }
+    (bare, candidates)
+}

@@ -1,0 +1,439 @@
+//! Seed 002's world: the doorbell (the real binary) as a device on
+//! tests/servers/device_ws.py, a server written from the seed's text, watched
+//! by a seed-002 viewer (webrtc-rs, trickling) and by the server's page in
+//! Chromium.
+
+mod common;
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+use common::lab::{browser, event_names, gated_tone, microphone_file, Daemon};
+use common::seeds::{
+    candidate_from, candidate_json, split_candidates, Next, Seed002Viewer, SeedServer,
+};
+use common::{talk_tone, WAIT};
+use doorbell::media::h264::H264Decoder;
+use doorbell::peer::viewer::{ViewerOptions, ViewerPeer, ViewerStreams};
+use doorbell::peer::PeerSettings;
+
+const DEVICE: &str = "door-1";
+const TOKEN: &str = "owner-token";
+const VIEWER_TONE_HZ: f32 = 550.0;
+
+fn server() -> SeedServer {
+    SeedServer::start(
+        "device_ws.py",
+        &["--device", DEVICE, "--token", &format!("{TOKEN}:42")],
+    )
+}
+
+fn config(server: &SeedServer, device: &str) -> String {
+    format!(
+        "[signaling]\nprotocol = \"device-ws\"\nurl = \"{}\"\ndevice_id = \"{device}\"\n\
+         heartbeat = \"1s\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
+        server.url
+    )
+}
+
+/// The server's view of our device.
+async fn device(server: &SeedServer) -> Value {
+    server.get(&format!("/test/devices/{DEVICE}")).await
+}
+
+async fn until_online(server: &SeedServer, hellos: u64) -> Value {
+    server
+        .until(
+            &format!("/test/devices/{DEVICE}"),
+            "the device is online",
+            |d| d["online"] == true && d["hellos"].as_u64() >= Some(hellos),
+        )
+        .await
+}
+
+/// A watch from a seed-002 viewer, up to the answer and the trickled
+/// candidates: the viewer's own candidates go one by one after its offer,
+/// the doorbell's come the same way after its answer.
+struct Watch {
+    viewer: Seed002Viewer,
+    session: String,
+    peer: ViewerPeer,
+    streams: ViewerStreams,
+    answer: String,
+    doorbell_candidates: usize,
+}
+
+async fn watch(server: &SeedServer) -> Watch {
+    let mut viewer = Seed002Viewer::connect(server.port, TOKEN)
+        .await
+        .expect("the owner's token is good");
+    assert_eq!(viewer.user_id, "42");
+    viewer
+        .send(
+            "watch_request",
+            Some("req-1"),
+            json!({ "device_id": DEVICE }),
+        )
+        .await;
+    let (ready, _) = viewer.until("watch_ready").await;
+    assert_eq!(ready["request_id"], "req-1", "{ready}");
+    let session = ready["payload"]["session_id"].as_str().unwrap().to_string();
+    let (peer, streams, offer) = ViewerPeer::offer(
+        &PeerSettings {
+            include_loopback: true,
+            ..Default::default()
+        },
+        ViewerOptions::default(),
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("viewer offer");
+    let (bare, candidates) = split_candidates(&offer);
+    assert!(!candidates.is_empty(), "the viewer gathered candidates");
+    viewer
+        .send(
+            "signal_offer",
+            None,
+            json!({ "session_id": session, "sdp": { "type": "offer", "sdp": bare } }),
+        )
+        .await;
+    for c in &candidates {
+        viewer
+            .send(
+                "signal_ice",
+                None,
+                json!({ "session_id": session, "candidate": candidate_json(c) }),
+            )
+            .await;
+    }
+    viewer
+        .send(
+            "signal_ice",
+            None,
+            json!({ "session_id": session, "candidate": null }),
+        )
+        .await;
+    let mut answer = None;
+    let mut early = Vec::new();
+    let mut doorbell_candidates = 0;
+    loop {
+        let m = match viewer.next().await {
+            Next::Message(m) => m,
+            Next::Closed(c) => panic!("the viewer's socket closed ({c:?})"),
+        };
+        assert_eq!(m["payload"]["session_id"], session.as_str(), "{m}");
+        match m["type"].as_str() {
+            Some("signal_answer") => {
+                let sdp = m["payload"]["sdp"]["sdp"].as_str().unwrap().to_string();
+                assert_eq!(m["payload"]["sdp"]["type"], "answer");
+                peer.accept(&sdp).await.expect("the answer is accepted");
+                for c in early.drain(..) {
+                    peer.add_candidate(c).await.expect("a usable candidate");
+                }
+                answer = Some(sdp);
+            }
+            Some("signal_ice") => match candidate_from(&m["payload"]["candidate"]) {
+                Some(c) => {
+                    doorbell_candidates += 1;
+                    if answer.is_some() {
+                        peer.add_candidate(c).await.expect("a usable candidate");
+                    } else {
+                        early.push(c);
+                    }
+                }
+                None => break,
+            },
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    Watch {
+        viewer,
+        session,
+        peer,
+        streams,
+        answer: answer.expect("the answer came before the end of candidates"),
+        doorbell_candidates,
+    }
+}
+
+/// Decodes `frames` H.264 frames of the doorbell's video.
+async fn decode(peer: &ViewerPeer, streams: &mut ViewerStreams, frames: usize) {
+    let mut decoder = H264Decoder::new().unwrap();
+    let (mut decoded, start) = (0, Instant::now());
+    let mut asked = Instant::now();
+    while decoded < frames {
+        assert!(
+            start.elapsed() < WAIT,
+            "decoded {decoded} of {frames} frames in time"
+        );
+        tokio::select! {
+            Some(unit) = streams.video.recv() => match decoder.decode(&unit.data) {
+                Ok(Some(_)) => decoded += 1,
+                Ok(None) => {}
+                Err(_) if asked.elapsed() > Duration::from_millis(300) => {
+                    let _ = peer.request_keyframe().await;
+                    asked = Instant::now();
+                }
+                Err(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                let _ = peer.request_keyframe().await;
+            }
+        }
+    }
+}
+
+/// `doorbell check` on the daemon's own config: its signaling line.
+fn doorbell_check(bell: &Daemon) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doorbell"))
+        .arg("check")
+        .arg("--config")
+        .arg(bell.dir.path().join("doorbell.toml"))
+        .output()
+        .expect("doorbell check runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .skip_while(|l| !l.starts_with("signaling"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_servers_pass_their_own_self_test() {
+    let out = std::process::Command::new(common::seeds::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/servers/selftest.py"
+        ))
+        .output()
+        .expect("selftest.py runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_is_watched_through_a_seed_002_server_with_trickle_both_ways() {
+    common::init_logs();
+    let server = server();
+    // Asked for while the doorbell is not connected: the seed's error.
+    let mut early = Seed002Viewer::connect(server.port, TOKEN).await.unwrap();
+    early
+        .send(
+            "watch_request",
+            Some("req-0"),
+            json!({ "device_id": DEVICE }),
+        )
+        .await;
+    let (error, _) = early.until("error").await;
+    assert_eq!(error["request_id"], "req-0");
+    assert_eq!(error["payload"]["message"], "Device is offline");
+    early.close().await;
+
+    let mut bell = Daemon::start(&config(&server, DEVICE));
+    let d = until_online(&server, 1).await;
+    assert_eq!(d["messages"][0], "hello", "hello goes first: {d}");
+    assert_eq!(d["presence"]["in_call"], false, "{d}");
+    assert!(d["presence"]["uptime_s"].is_u64(), "{d}");
+    // Heartbeats every second.
+    server
+        .until(&format!("/test/devices/{DEVICE}"), "heartbeats", |d| {
+            d["heartbeats"].as_u64() >= Some(2)
+        })
+        .await;
+
+    for call in 1..=2u64 {
+        bell.press();
+        let (notified, _) = bell.until("notified").await;
+        assert_eq!(
+            notified["link"],
+            format!("{}/watch/{DEVICE}", server.url),
+            "the link is the server's page for this device"
+        );
+        let mut w = watch(&server).await;
+        assert!(
+            !w.answer.contains("a=candidate"),
+            "the answer goes out before gathering (trickle): {}",
+            w.answer
+        );
+        assert!(
+            w.doorbell_candidates > 0,
+            "the doorbell trickled its candidates"
+        );
+        let talker = talk_tone(
+            w.peer.audio_track().expect("the viewer talks"),
+            VIEWER_TONE_HZ,
+            Duration::from_secs(2),
+        );
+        decode(&w.peer, &mut w.streams, 20).await;
+        bell.until("connected").await;
+        let d = device(&server).await;
+        assert_eq!(
+            d["presence"]["in_call"], true,
+            "presence says a call is on: {d}"
+        );
+        talker.await.unwrap();
+        if call == 1 {
+            // The owner ends the watch: the server says watch_ended.
+            w.viewer
+                .send("end_watch", None, json!({ "session_id": w.session }))
+                .await;
+        } else {
+            // The page goes away: the server sees the viewer disconnect.
+            w.viewer.close().await;
+        }
+        let (ended, seen) = bell.until("ended").await;
+        assert_eq!(ended["reason"], "viewer_left", "{:?}", event_names(&seen));
+        w.peer.close().await;
+        let (level, freq) = gated_tone(&bell.dir.path().join(format!("call-{call}.wav")));
+        assert!(level > 100.0, "the viewer reached the door: rms {level}");
+        assert!(
+            (freq - f64::from(VIEWER_TONE_HZ)).abs() < 20.0,
+            "the door heard {freq} Hz"
+        );
+    }
+    let log = bell.log();
+    assert!(log.contains("reason=user_ended"), "{log}");
+    assert!(log.contains("reason=viewer_disconnected"), "{log}");
+    server
+        .until(
+            &format!("/test/devices/{DEVICE}"),
+            "presence after the calls",
+            |d| d["presence"]["in_call"] == false,
+        )
+        .await;
+    // No message other than the seed's ever left the doorbell.
+    let d = device(&server).await;
+    for m in d["messages"].as_array().unwrap() {
+        let m = m.as_str().unwrap();
+        assert!(
+            [
+                "hello",
+                "heartbeat",
+                "device_presence",
+                "signal_answer",
+                "signal_ice"
+            ]
+            .contains(&m),
+            "{m}"
+        );
+    }
+    assert!(bell.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_comes_back_and_an_unknown_device_stops_trying() {
+    common::init_logs();
+    let server = server();
+    let mut bell = Daemon::start(&config(&server, DEVICE));
+    until_online(&server, 1).await;
+    // A server error (1011) and going away (1001): both retried.
+    for (code, hellos) in [(1011, 2), (1001, 3)] {
+        assert_eq!(
+            server
+                .post(&format!("/test/close-device/{DEVICE}?code={code}"))
+                .await,
+            200
+        );
+        until_online(&server, hellos).await;
+    }
+    // The server refuses upgrades for a while: backoff, then back.
+    assert_eq!(server.post("/test/stop-accepting?seconds=1.5").await, 200);
+    server
+        .post(&format!("/test/close-device/{DEVICE}?code=1011"))
+        .await;
+    until_online(&server, 4).await;
+    let log = bell.log();
+    assert!(
+        log.contains("503") || log.contains("cannot connect"),
+        "{log}"
+    );
+    // `doorbell check` says hello once and is accepted; its hello takes
+    // the device's place on the server for a moment (the seed's server
+    // replaces a device's older connection), and the doorbell comes back.
+    let check = doorbell_check(&bell);
+    assert!(check.contains("accepted"), "{check}");
+    until_online(&server, 6).await;
+    // A ring after all that works.
+    bell.press();
+    bell.until("notified").await;
+    let mut w = watch(&server).await;
+    decode(&w.peer, &mut w.streams, 10).await;
+    w.viewer.close().await;
+    bell.until("ended").await;
+    w.peer.close().await;
+    assert!(bell.stop().success());
+
+    // A device the server does not know: 1008, and no second try.
+    let mut stranger = Daemon::start(&config(&server, "not-registered"));
+    stranger.wait_log("does not accept this device").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = stranger.log();
+    assert_eq!(
+        log.matches("not trying again").count(),
+        1,
+        "no retry after 1008: {log}"
+    );
+    assert!(log.contains("1008 Device not found"), "{log}");
+    let check = doorbell_check(&stranger);
+    assert!(check.contains("1008"), "{check}");
+    assert!(check.contains("register this device"), "{check}");
+    // The daemon keeps running: a press fails fast with a reason.
+    stranger.press();
+    let (ended, _) = stranger.until("ended").await;
+    assert_eq!(ended["reason"], "signaling_unavailable");
+    assert!(stranger.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_page_in_chromium_watches_a_ring() {
+    common::init_logs();
+    let server = server();
+    let mut bell = Daemon::start(&config(&server, DEVICE));
+    until_online(&server, 1).await;
+    bell.press();
+    let (notified, _) = bell.until("notified").await;
+    let link = notified["link"].as_str().unwrap().to_string();
+    let microphone = microphone_file(bell.dir.path(), VIEWER_TONE_HZ);
+    let chromium = browser(&format!("{link}?token={TOKEN}"), None, &microphone);
+    let mut page = chromium.page("/watch/").await;
+    let start = Instant::now();
+    let report = loop {
+        let r = page.eval("JSON.stringify(window.report || null)").await;
+        let r: Value = serde_json::from_str(r.as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        if r["framesDecoded"].as_u64() >= Some(60) {
+            break r;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the page did not get going: {r}\ndoorbell log:\n{}",
+            bell.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(report["width"], 320, "{report}");
+    assert!(
+        report["errors"].as_array().is_none_or(|e| e.is_empty()),
+        "{report}"
+    );
+    let (_, seen) = bell.until("first_media").await;
+    assert!(event_names(&seen).contains(&"connected".to_string()));
+    // Let the page's voice play at the door, then end from the page.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    page.eval("document.getElementById('end').click(), true")
+        .await;
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended["reason"], "viewer_left");
+    drop(chromium);
+    let (level, freq) = gated_tone(&bell.dir.path().join("call-1.wav"));
+    assert!(
+        level > 100.0,
+        "the page's microphone reached the door: rms {level}"
+    );
+    assert!((freq - f64::from(VIEWER_TONE_HZ)).abs() < 20.0, "{freq} Hz");
+    assert!(bell.stop().success());
+}
