@@ -314,8 +314,18 @@ impl SignalingConfig {
             (false, _) => self.viewer_link.clone(),
             (true, SignalingProtocol::Rooms) => format!("{base}/?room={{room}}"),
             (true, SignalingProtocol::DeviceWs) => format!("{base}/watch/{{device_id}}"),
+            (true, SignalingProtocol::Sse) => format!("{base}/?session={{room}}"),
         };
         template.replace("{device_id}", &self.device_id)
+    }
+
+    /// Our peer id in seed 004's sessions: `device_id`, or `doorbell`.
+    pub fn peer_id(&self) -> String {
+        if self.device_id.is_empty() {
+            "doorbell".into()
+        } else {
+            self.device_id.clone()
+        }
     }
 
     /// What the protocol asks of a call.
@@ -323,6 +333,7 @@ impl SignalingConfig {
         match self.protocol {
             SignalingProtocol::Rooms => ProtocolTraits::ROOMS,
             SignalingProtocol::DeviceWs => ProtocolTraits::DEVICE_WS,
+            SignalingProtocol::Sse => ProtocolTraits::SSE,
         }
     }
 }
@@ -335,6 +346,8 @@ pub enum SignalingProtocol {
     Rooms,
     /// Seed 002: the doorbell as a device on a persistent WebSocket.
     DeviceWs,
+    /// Seed 004: a session per ring, server-sent events, the doorbell offers.
+    Sse,
 }
 
 /// A device id as seed 002 uses them (`kitchen-cam-001`): printable, no
@@ -823,13 +836,35 @@ impl Config {
                         ),
                     ));
                 }
-                if s.heartbeat < Duration::from_secs(1) || s.heartbeat > Duration::from_secs(300) {
+            }
+            SignalingProtocol::Sse => {
+                let peer = s.peer_id();
+                let ok = peer.len() <= 128
+                    && peer
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !ok {
                     return Err(invalid(
-                        "signaling.heartbeat",
-                        "must be between 1 s and 5 min".into(),
+                        "signaling.device_id",
+                        format!(
+                            "{peer:?} cannot be a peer id: with signaling.protocol = \"sse\" it is \
+                             1 to 128 of A-Z a-z 0-9 - _"
+                        ),
+                    ));
+                }
+                if !s.viewer_link.is_empty() && !s.viewer_link.contains("{room}") {
+                    return Err(invalid(
+                        "signaling.viewer_link",
+                        "must contain {room} where the session id goes".into(),
                     ));
                 }
             }
+        }
+        if s.heartbeat < Duration::from_secs(1) || s.heartbeat > Duration::from_secs(300) {
+            return Err(invalid(
+                "signaling.heartbeat",
+                "must be between 1 s and 5 min".into(),
+            ));
         }
         for pin in &s.pin_sha256 {
             Fingerprint::parse(pin).map_err(|e| invalid("signaling.pin_sha256", e))?;

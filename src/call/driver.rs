@@ -64,8 +64,9 @@ struct Loop {
     tap: Option<Arc<dyn MediaTap>>,
     feedback: mpsc::Sender<Input>,
     session: Option<Session>,
-    /// Sessions delivered by answer tasks: (epoch, session, answer SDP).
-    answered: mpsc::Sender<(Epoch, Answered)>,
+    /// Sessions delivered by answer tasks: (epoch, ours is the offer,
+    /// session with its SDP).
+    answered: mpsc::Sender<(Epoch, bool, Answered)>,
     /// Where the viewer's trickled candidates go, for the peer of that epoch.
     candidates: Option<(Epoch, mpsc::Sender<IceCandidate>)>,
     started: Instant,
@@ -158,7 +159,7 @@ impl Engine {
                     SignalingEvent::Refused(why) => lp.refused(why),
                 },
                 Some(input) = inputs.recv() => { lp.feed(input); }
-                Some((epoch, answered)) = sessions.recv() => lp.answered(epoch, answered),
+                Some((epoch, offered, answered)) = sessions.recv() => lp.answered(epoch, offered, answered),
                 _ = sleep_until(deadline) => { lp.feed(Input::Tick); }
             }
             if shutting_down && lp.machine.is_idle() {
@@ -384,17 +385,97 @@ impl Loop {
         }
     }
 
-    fn answered(&mut self, epoch: Epoch, Answered { session, sdp }: Answered) {
+    fn answered(&mut self, epoch: Epoch, offered: bool, Answered { session, sdp }: Answered) {
         if epoch == self.machine.epoch() && *self.machine.state() == State::Answering {
             self.session = Some(session);
-            self.feed(Input::AnswerReady {
-                epoch,
-                answer: crate::signaling::protocol::SessionDescription::answer(sdp),
+            use crate::signaling::protocol::SessionDescription;
+            self.feed(if offered {
+                Input::OfferReady {
+                    epoch,
+                    offer: SessionDescription::offer(sdp),
+                }
+            } else {
+                Input::AnswerReady {
+                    epoch,
+                    answer: SessionDescription::answer(sdp),
+                }
             });
         } else {
             tracing::debug!(?epoch, "answer arrived after its call moved on; closing it");
             tokio::spawn(session.close());
         }
+    }
+
+    /// Builds the peer session of `epoch` in a task: the answer to
+    /// `offer_sdp`, or our own offer when there is none. The session and
+    /// its SDP come back through `answered`, a failure as `AnswerFailed`.
+    fn start_session(
+        &mut self,
+        epoch: Epoch,
+        offer_sdp: Option<String>,
+        gather_cap: Duration,
+        candidates: Vec<IceCandidate>,
+        trickle: bool,
+        viewer: Option<ViewerId>,
+    ) {
+        // Bounded like every queue here; a browser trickles a handful.
+        let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
+        for c in candidates {
+            let _ = candidate_tx.try_send(c);
+        }
+        self.candidates = Some((epoch, candidate_tx));
+        let call = self.calls;
+        let media = self.media.clone();
+        let mut peer = self.peer.clone();
+        if let Some(servers) = viewer.and_then(|v| self.signaling.ice_servers(&v)) {
+            // The session's own servers (with its TURN credentials) come
+            // first; ours stay as a fallback. (`IceServer`'s Debug never
+            // prints a credential.)
+            peer.ice_servers.splice(0..0, servers);
+        }
+        let feedback = self.feedback.clone();
+        let answered = self.answered.clone();
+        let tap = self.tap.clone().map(|tap| CallTap { call, tap });
+        // The machine bounds the whole answer; this bounds the task too.
+        let limit = self.machine.config().timeouts.answer();
+        let offering = offer_sdp.is_none();
+        let what = if offering { "offer" } else { "answer" };
+        tokio::spawn(async move {
+            let work = Session::answer(AnswerRequest {
+                epoch,
+                call,
+                offer_sdp,
+                gather_cap,
+                media,
+                peer,
+                candidates: candidate_rx,
+                feedback: feedback.clone(),
+                tap,
+                trickle,
+            });
+            match tokio::time::timeout(limit, work).await {
+                Ok(Ok(done)) => {
+                    if let Err(mpsc::error::SendError((_, _, done))) =
+                        answered.send((epoch, offering, done)).await
+                    {
+                        done.session.close().await;
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!("cannot make the {what}: {error}");
+                    let error = error.to_string();
+                    let _ = feedback.send(Input::AnswerFailed { epoch, error }).await;
+                }
+                Err(_) => {
+                    let _ = feedback
+                        .send(Input::AnswerFailed {
+                            epoch,
+                            error: format!("making the {what} took too long"),
+                        })
+                        .await;
+                }
+            }
+        });
     }
 
     fn act(&mut self, action: Action) {
@@ -453,64 +534,32 @@ impl Loop {
                 candidates,
                 trickle,
                 viewer,
-            } => {
-                // Bounded like every queue here; a browser trickles a handful.
-                let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
-                for c in candidates {
-                    let _ = candidate_tx.try_send(c);
-                }
-                self.candidates = Some((epoch, candidate_tx));
-                let call = self.calls;
-                let media = self.media.clone();
-                let mut peer = self.peer.clone();
-                if let Some(servers) = viewer.and_then(|v| self.signaling.ice_servers(&v)) {
-                    // The session's own servers (with its TURN credentials)
-                    // come first; ours stay as a fallback. (`IceServer`'s
-                    // Debug never prints a credential.)
-                    peer.ice_servers.splice(0..0, servers);
-                }
-                let feedback = self.feedback.clone();
-                let answered = self.answered.clone();
-                let tap = self.tap.clone().map(|tap| CallTap { call, tap });
-                // The machine bounds the whole answer; this bounds the task too.
-                let limit = self.machine.config().timeouts.answer();
-                tokio::spawn(async move {
-                    let work = Session::answer(AnswerRequest {
-                        epoch,
-                        call,
-                        offer_sdp: offer.sdp,
-                        gather_cap: gather_timeout,
-                        media,
-                        peer,
-                        candidates: candidate_rx,
-                        feedback: feedback.clone(),
-                        tap,
-                        trickle,
-                    });
-                    match tokio::time::timeout(limit, work).await {
-                        Ok(Ok(done)) => {
-                            if let Err(mpsc::error::SendError((_, done))) =
-                                answered.send((epoch, done)).await
-                            {
-                                done.session.close().await;
-                            }
-                        }
-                        Ok(Err(error)) => {
-                            tracing::warn!("cannot answer the viewer's offer: {error}");
-                            let error = error.to_string();
+            } => self.start_session(
+                epoch,
+                Some(offer.sdp),
+                gather_timeout,
+                candidates,
+                trickle,
+                viewer,
+            ),
+            Action::Offer { epoch, viewer } => {
+                let trickle = self.machine.config().protocol.trickle;
+                self.start_session(epoch, None, Duration::ZERO, Vec::new(), trickle, viewer)
+            }
+            Action::AcceptAnswer { epoch, answer } => match &self.session {
+                Some(s) if s.epoch == epoch => {
+                    let session_peer = s.accepting();
+                    let feedback = self.feedback.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = session_peer.accept(&answer.sdp).await {
+                            tracing::warn!("the viewer's answer cannot be used: {e}");
+                            let error = e.to_string();
                             let _ = feedback.send(Input::AnswerFailed { epoch, error }).await;
                         }
-                        Err(_) => {
-                            let _ = feedback
-                                .send(Input::AnswerFailed {
-                                    epoch,
-                                    error: "answering took too long".into(),
-                                })
-                                .await;
-                        }
-                    }
-                });
-            }
+                    });
+                }
+                _ => tracing::debug!(?epoch, "an answer for a peer that is gone"),
+            },
             Action::AddCandidate { epoch, candidate } => match &self.candidates {
                 Some((e, tx)) if *e == epoch => {
                     if tx.try_send(candidate).is_err() {

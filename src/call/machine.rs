@@ -109,6 +109,8 @@ struct Call {
     /// Our candidates gathered before the answer went out (trickle): they
     /// follow it.
     local_candidates: Vec<Option<IceCandidate>>,
+    /// The peer session's offer is ours and the viewer's answer is awaited.
+    awaiting_answer: bool,
 }
 
 /// Most candidates kept from before an offer (a browser gathers a handful),
@@ -231,8 +233,18 @@ impl CallMachine {
                     self.ignore("stale answer", &mut out);
                 }
             }
-            Input::AnswerFailed { epoch, error } => {
+            Input::OfferReady { epoch, offer } => {
                 if self.current(epoch) && self.state == State::Answering {
+                    self.on_offer_ready(now, offer, &mut out);
+                } else {
+                    self.ignore("stale offer", &mut out);
+                }
+            }
+            Input::AnswerFailed { epoch, error } => {
+                // Answering, or setting the viewer's answer to our offer.
+                let ours = self.state == State::Answering
+                    || (matches!(self.state, State::InCall { .. }) && self.config.protocol.offers);
+                if self.current(epoch) && ours {
                     self.emit(
                         EventKind::Error {
                             what: format!("answer failed: {error}"),
@@ -381,6 +393,7 @@ impl CallMachine {
             live,
             viewer: None,
             local_candidates: Vec::new(),
+            awaiting_answer: false,
         });
         self.emit(
             if live {
@@ -521,6 +534,9 @@ impl CallMachine {
                 if room.as_deref().is_none_or(|r| ours(r, self)) =>
             {
                 self.viewer_arrived(now, out);
+                if self.config.protocol.offers {
+                    self.offer(now, out);
+                }
             }
             (State::WaitingViewer | State::WaitingOffer, Message::Invite(offer)) => {
                 if self.state == State::WaitingViewer {
@@ -540,10 +556,14 @@ impl CallMachine {
                 if let Some(c) = self.call.as_mut() {
                     c.early_candidates.clear();
                     c.local_candidates.clear();
+                    c.awaiting_answer = false;
                 }
                 self.state = State::WaitingOffer;
                 self.emit(EventKind::ViewerJoined, out);
                 self.set_step(now, Some(self.config.timeouts.offer));
+                if self.config.protocol.offers {
+                    self.offer(now, out);
+                }
             }
             (State::InCall { .. }, Message::Created(room) | Message::Joined(room))
                 if ours(&room, self) =>
@@ -567,8 +587,21 @@ impl CallMachine {
             ) if room.as_deref().is_none_or(|r| ours(r, self)) => {
                 self.end(now, EndReason::ViewerLeft, out);
             }
+            (State::InCall { .. }, Message::Ok(answer))
+                if self.call.as_ref().is_some_and(|c| c.awaiting_answer) =>
+            {
+                self.call
+                    .as_mut()
+                    .expect("in call has a call")
+                    .awaiting_answer = false;
+                out.push(Action::AcceptAnswer {
+                    epoch: self.epoch,
+                    answer,
+                });
+                self.call_answered(now, out);
+            }
             (_, msg @ Message::Ok(_)) => {
-                self.ignore(format!("{msg} (we are the answering side)"), out);
+                self.ignore(format!("{msg} (no offer of ours waits for it)"), out);
             }
             (State::Answering | State::InCall { .. }, Message::IceCandidate(Some(candidate))) => {
                 out.push(Action::AddCandidate {
@@ -600,12 +633,49 @@ impl CallMachine {
         self.set_step(now, Some(self.config.timeouts.offer));
     }
 
+    /// We offer to the viewer who just arrived.
+    fn offer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let viewer = self.call.as_mut().and_then(|c| {
+            c.local_candidates.clear();
+            c.early_candidates.clear();
+            c.viewer.clone()
+        });
+        out.push(Action::Offer {
+            epoch: self.epoch,
+            viewer,
+        });
+        self.state = State::Answering;
+        self.set_step(now, Some(self.config.timeouts.answer()));
+    }
+
+    /// Our offer goes out, our candidates after it; the viewer has
+    /// `call.offer_timeout` to answer and the transport `call.media_timeout`
+    /// after that to come up.
+    fn on_offer_ready(&mut self, now: Instant, offer: SessionDescription, out: &mut Vec<Action>) {
+        self.send_to_viewer(Message::Invite(offer), out);
+        let gathered = self
+            .call
+            .as_mut()
+            .map(|c| {
+                c.awaiting_answer = true;
+                std::mem::take(&mut c.local_candidates)
+            })
+            .unwrap_or_default();
+        for candidate in gathered {
+            self.send_to_viewer(Message::IceCandidate(candidate), out);
+        }
+        self.state = State::InCall { connected: false };
+        let t = &self.config.timeouts;
+        self.set_step(now, Some(t.offer + t.media));
+    }
+
     fn answer(&mut self, now: Instant, offer: SessionDescription, out: &mut Vec<Action>) {
         let (candidates, viewer) = self
             .call
             .as_mut()
             .map(|c| {
                 c.local_candidates.clear();
+                c.awaiting_answer = false;
                 (std::mem::take(&mut c.early_candidates), c.viewer.clone())
             })
             .unwrap_or_default();
@@ -646,8 +716,13 @@ impl CallMachine {
         for candidate in gathered {
             self.send_to_viewer(Message::IceCandidate(candidate), out);
         }
-        self.emit(EventKind::Answered, out);
         self.state = State::InCall { connected: false };
+        self.call_answered(now, out);
+    }
+
+    /// Offer and answer are both known: the call is answered.
+    fn call_answered(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.emit(EventKind::Answered, out);
         // Step deadline now means: the transport must come up within `media`.
         self.set_step(now, Some(self.config.timeouts.media));
         if let Some(c) = self.call.as_mut() {

@@ -74,11 +74,13 @@ fn open_devices(media: &dyn MediaOpener, call: u64) -> Devices {
     }
 }
 
-/// Everything needed to answer one offer.
+/// Everything needed to answer one offer (or, with `offer_sdp` `None`, to
+/// make ours).
 pub struct AnswerRequest {
     pub epoch: Epoch,
     pub call: u64,
-    pub offer_sdp: String,
+    /// The viewer's offer; `None`: we offer (seed 004).
+    pub offer_sdp: Option<String>,
     /// Cap on ICE gathering for the answer.
     pub gather_cap: Duration,
     pub media: Arc<dyn MediaOpener>,
@@ -168,31 +170,33 @@ impl Session {
             });
             tx
         });
-        let answer = AnswerPeer::answer(
-            &peer_settings,
-            &offer_sdp,
-            AnswerInputs {
-                gather_cap,
-                have_video: devices.video.is_some(),
-                have_microphone: devices.microphone.is_some(),
-                events: peer_tx,
-                remote_audio: playout.as_ref().map(|p| p.input().tapped(tap.clone())),
-                candidates,
-                local_candidates,
-            },
-        )
-        .await?;
-        for note in &answer.notes {
-            tracing::warn!(call, "{note}");
-        }
-        if !answer.gathering_complete && !trickle {
-            tracing::warn!(
-                call,
-                cap = ?gather_cap,
-                "ICE gathering capped; answering with the candidates gathered so far (is a STUN/TURN server unreachable?)"
-            );
-        }
-        let peer = Arc::new(answer.peer);
+        let inputs = AnswerInputs {
+            gather_cap,
+            have_video: devices.video.is_some(),
+            have_microphone: devices.microphone.is_some(),
+            events: peer_tx,
+            remote_audio: playout.as_ref().map(|p| p.input().tapped(tap.clone())),
+            candidates,
+            local_candidates,
+        };
+        let (peer, sdp) = match offer_sdp {
+            Some(offer_sdp) => {
+                let answer = AnswerPeer::answer(&peer_settings, &offer_sdp, inputs).await?;
+                for note in &answer.notes {
+                    tracing::warn!(call, "{note}");
+                }
+                if !answer.gathering_complete && !trickle {
+                    tracing::warn!(
+                        call,
+                        cap = ?gather_cap,
+                        "ICE gathering capped; answering with the candidates gathered so far (is a STUN/TURN server unreachable?)"
+                    );
+                }
+                (answer.peer, answer.sdp)
+            }
+            None => AnswerPeer::offer(&peer_settings, inputs).await?,
+        };
+        let peer = Arc::new(peer);
         let plan = peer.plan();
         let live = Arc::new(AtomicBool::new(false));
         let first_sent = Arc::new(AtomicBool::new(false));
@@ -301,8 +305,14 @@ impl Session {
                 keyframes,
                 tasks,
             },
-            sdp: answer.sdp,
+            sdp,
         })
+    }
+
+    /// The peer, to set the viewer's answer to our offer on it
+    /// ([`AnswerPeer::accept`]) from a task.
+    pub fn accepting(&self) -> Arc<AnswerPeer> {
+        self.peer.clone()
     }
 
     /// The transport is up: release the media, IDR first.

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use crate::config::Config;
 use crate::signaling::client::{probe, ClientSettings};
 use crate::signaling::device_ws::{self, DeviceWsSettings};
+use crate::signaling::sse::{self, SseSettings};
 use crate::spec::gpio::ButtonSpec;
 use crate::spec::media::{SinkSpec, SourceSpec, VideoSpec};
 
@@ -90,11 +91,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 heartbeat: config.signaling.heartbeat,
             }
         });
+    let sse =
+        (config.signaling.protocol == crate::config::SignalingProtocol::Sse).then(|| SseSettings {
+            client: settings.clone(),
+            peer_id: config.signaling.peer_id(),
+            heartbeat: config.signaling.heartbeat,
+        });
     let ice = config.ice.clone();
     let devices = tokio::task::spawn_blocking(move || check_devices(&config));
-    lines.push(match device_ws {
-        Some(d) => check_device_socket(&d).await,
-        None => check_signaling(&settings).await,
+    lines.push(match (device_ws, sse) {
+        (Some(d), _) => check_device_socket(&d).await,
+        (_, Some(s)) => check_sse(&s).await,
+        _ => check_signaling(&settings).await,
     });
     lines.extend(check_turn(&ice));
     lines.extend(devices.await?);
@@ -174,6 +182,27 @@ async fn check_device_socket(settings: &DeviceWsSettings) -> Line {
             };
             failed("signaling", format!("{url}: {message}"), fix)
         }
+        Err(_) => failed(
+            "signaling",
+            format!(
+                "{url}: no answer within {} s",
+                SIGNALING_CHECK_LIMIT.as_secs()
+            ),
+            "is the server running and reachable from here? (signaling.url; docs/install.md)",
+        ),
+    }
+}
+
+/// Asks seed 004's server for its ICE servers once.
+async fn check_sse(settings: &SseSettings) -> Line {
+    let url = settings.client.url.clone();
+    match tokio::time::timeout(SIGNALING_CHECK_LIMIT, sse::probe(settings)).await {
+        Ok(Ok(found)) => ok("signaling", format!("{url}: {found}")),
+        Ok(Err(e)) => failed(
+            "signaling",
+            format!("{url}: {e}"),
+            "is the server running and reachable from here? (signaling.url; docs/install.md)",
+        ),
         Err(_) => failed(
             "signaling",
             format!(

@@ -25,6 +25,7 @@ use crate::notify::{self, Notifier, NotifyError};
 use crate::peer::PeerSettings;
 use crate::signaling::client::SocketIoSignaling;
 use crate::signaling::device_ws::{DeviceWsSettings, DeviceWsSignaling};
+use crate::signaling::sse::{SseSettings, SseSignaling};
 use crate::signaling::Signaling;
 use crate::spec::gpio::ButtonSpec;
 use crate::spec::media::SinkSpec;
@@ -90,6 +91,16 @@ pub async fn start(
             DeviceWsSettings {
                 client: config.signaling.client_settings(),
                 device_id: config.signaling.device_id.clone(),
+                heartbeat: config.signaling.heartbeat,
+            },
+            signaling_tx,
+            signaling_cancel.clone(),
+        )
+        .context("signaling")?,
+        SignalingProtocol::Sse => SseSignaling::start(
+            SseSettings {
+                client: config.signaling.client_settings(),
+                peer_id: config.signaling.peer_id(),
                 heartbeat: config.signaling.heartbeat,
             },
             signaling_tx,

@@ -356,6 +356,99 @@ async fn settle_directions(pc: &RTCPeerConnection, plan: MediaPlan) {
     }
 }
 
+/// Our tracks (with their RTCP readers: keyframe requests, the inbound
+/// count), the viewer's audio to the playout, state changes and, with
+/// trickle, our candidates: what answering and offering share.
+async fn wire_media(
+    pc: &Arc<RTCPeerConnection>,
+    plan: MediaPlan,
+    events: mpsc::Sender<PeerEvent>,
+    remote_audio: Option<RemoteAudioInput>,
+    local_candidates: Option<mpsc::Sender<Option<IceCandidate>>>,
+    inbound: Arc<AtomicU64>,
+) -> Result<
+    (
+        Option<Arc<TrackLocalStaticSample>>,
+        Option<Arc<TrackLocalStaticSample>>,
+    ),
+    PeerError,
+> {
+    forward_state(pc, events.clone());
+    if let Some(out) = local_candidates {
+        forward_candidates(pc, out);
+    }
+    let mut video = None;
+    if plan.send_video {
+        let track = local_track(&h264_codec(), "video");
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+            .await
+            .map_err(webrtc_err)?;
+        let (events, inbound) = (events.clone(), inbound.clone());
+        // Reading RTCP also runs the interceptors (NACK answers, reports).
+        tokio::spawn(async move {
+            while let Ok((packets, _)) = sender.read_rtcp().await {
+                inbound.fetch_add(1, Ordering::Relaxed);
+                let wants_keyframe = packets.iter().any(|p| {
+                    let any = p.as_any();
+                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                });
+                if wants_keyframe {
+                    let _ = events.try_send(PeerEvent::KeyframeRequest);
+                }
+            }
+        });
+        video = Some(track);
+    }
+    let mut audio = None;
+    if plan.send_audio {
+        let track = local_track(&opus_codec(), "audio");
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+            .await
+            .map_err(webrtc_err)?;
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            while sender.read_rtcp().await.is_ok() {
+                inbound.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        audio = Some(track);
+    }
+    {
+        let inbound = inbound.clone();
+        pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+            let inbound = inbound.clone();
+            let remote_audio = remote_audio.clone();
+            tokio::spawn(async move {
+                let is_audio = track.kind() == RTPCodecType::Audio;
+                while let Ok((packet, _)) = track.read_rtp().await {
+                    inbound.fetch_add(1, Ordering::Relaxed);
+                    if let (true, Some(out)) = (is_audio, remote_audio.as_ref()) {
+                        out.push(RemoteAudio {
+                            sequence: packet.header.sequence_number,
+                            payload: packet.payload,
+                        });
+                    }
+                }
+            });
+            Box::pin(async {})
+        }));
+    }
+    // Some pages open a data channel before their offer (the original
+    // design's does): accept it, so their SCTP association comes up
+    // cleanly, and drop what they say on it.
+    pc.on_data_channel(Box::new(|channel| {
+        tracing::debug!(
+            label = channel.label(),
+            "the viewer opened a data channel; its messages are not used"
+        );
+        channel.on_message(Box::new(|_| Box::pin(async {})));
+        Box::pin(async {})
+    }));
+    Ok((video, audio))
+}
+
 /// Hands each candidate we gather to `out` as it comes (trickle), and
 /// `None` when gathering is complete.
 fn forward_candidates(pc: &RTCPeerConnection, out: mpsc::Sender<Option<IceCandidate>>) {
@@ -512,82 +605,11 @@ impl AnswerPeer {
             local_candidates,
             ..
         } = inputs;
-        forward_state(pc, events.clone());
         let trickle = local_candidates.is_some();
-        if let Some(out) = local_candidates {
-            forward_candidates(pc, out);
-        }
         // Tracks first, so that setting the offer binds them to its sections;
         // the directions are settled once the offer is set.
-        let mut video = None;
-        if plan.send_video {
-            let track = local_track(&h264_codec(), "video");
-            let sender = pc
-                .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-                .await
-                .map_err(webrtc_err)?;
-            let (events, inbound) = (events.clone(), inbound.clone());
-            // Reading RTCP also runs the interceptors (NACK answers, reports).
-            tokio::spawn(async move {
-                while let Ok((packets, _)) = sender.read_rtcp().await {
-                    inbound.fetch_add(1, Ordering::Relaxed);
-                    let wants_keyframe = packets.iter().any(|p| {
-                        let any = p.as_any();
-                        any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                    });
-                    if wants_keyframe {
-                        let _ = events.try_send(PeerEvent::KeyframeRequest);
-                    }
-                }
-            });
-            video = Some(track);
-        }
-        let mut audio = None;
-        if plan.send_audio {
-            let track = local_track(&opus_codec(), "audio");
-            let sender = pc
-                .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
-                .await
-                .map_err(webrtc_err)?;
-            let inbound = inbound.clone();
-            tokio::spawn(async move {
-                while sender.read_rtcp().await.is_ok() {
-                    inbound.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            audio = Some(track);
-        }
-        {
-            let inbound = inbound.clone();
-            pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
-                let inbound = inbound.clone();
-                let remote_audio = remote_audio.clone();
-                tokio::spawn(async move {
-                    let is_audio = track.kind() == RTPCodecType::Audio;
-                    while let Ok((packet, _)) = track.read_rtp().await {
-                        inbound.fetch_add(1, Ordering::Relaxed);
-                        if let (true, Some(out)) = (is_audio, remote_audio.as_ref()) {
-                            out.push(RemoteAudio {
-                                sequence: packet.header.sequence_number,
-                                payload: packet.payload,
-                            });
-                        }
-                    }
-                });
-                Box::pin(async {})
-            }));
-        }
-        // Some pages open a data channel before their offer (the original
-        // design's does): accept it, so their SCTP association comes up
-        // cleanly, and drop what they say on it.
-        pc.on_data_channel(Box::new(|channel| {
-            tracing::debug!(
-                label = channel.label(),
-                "the viewer opened a data channel; its messages are not used"
-            );
-            channel.on_message(Box::new(|_| Box::pin(async {})));
-            Box::pin(async {})
-        }));
+        let (video, audio) =
+            wire_media(pc, plan, events, remote_audio, local_candidates, inbound).await?;
         pc.set_remote_description(offer)
             .await
             .map_err(|e| PeerError::BadOffer(e.to_string()))?;
@@ -608,6 +630,96 @@ impl AnswerPeer {
             sdp,
             gathering_complete,
         })
+    }
+
+    /// Offers our media to a viewer (protocols where the doorbell offers),
+    /// trickling our candidates; [`AnswerPeer::accept`] takes its answer.
+    pub async fn offer(
+        settings: &PeerSettings,
+        inputs: AnswerInputs,
+    ) -> Result<(AnswerPeer, String), PeerError> {
+        let plan = MediaPlan {
+            send_video: inputs.have_video,
+            send_audio: inputs.have_microphone,
+            receive_audio: inputs.remote_audio.is_some(),
+        };
+        let (pc, minted) = new_connection(
+            settings,
+            vec![
+                (h264_codec(), RTPCodecType::Video),
+                (opus_codec(), RTPCodecType::Audio),
+            ],
+            false,
+        )
+        .await?;
+        let inbound = Arc::new(AtomicU64::new(0));
+        let AnswerInputs {
+            events,
+            remote_audio,
+            candidates,
+            local_candidates,
+            ..
+        } = inputs;
+        let made = async {
+            let (video, audio) = wire_media(
+                &pc,
+                plan,
+                events,
+                remote_audio,
+                local_candidates,
+                inbound.clone(),
+            )
+            .await?;
+            // What we offer: our video to watch, our sound and theirs.
+            for t in pc.get_transceivers().await {
+                if t.kind() == RTPCodecType::Video {
+                    t.set_direction(RTCRtpTransceiverDirection::Sendonly).await;
+                }
+            }
+            if audio.is_none() && plan.receive_audio {
+                pc.add_transceiver_from_kind(
+                    RTPCodecType::Audio,
+                    Some(webrtc::rtp_transceiver::RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        send_encodings: vec![],
+                    }),
+                )
+                .await
+                .map_err(webrtc_err)?;
+            }
+            tokio::spawn(add_candidates(Arc::downgrade(&pc), candidates));
+            let offer = pc.create_offer(None).await.map_err(webrtc_err)?;
+            let (sdp, _) = set_local_and_gather(&pc, offer, Duration::ZERO).await?;
+            Ok::<_, PeerError>((video, audio, sdp::without_candidates(&sdp)))
+        };
+        match made.await {
+            Ok((video, audio, sdp)) => Ok((
+                AnswerPeer {
+                    pc,
+                    minted,
+                    video,
+                    audio,
+                    inbound,
+                    plan,
+                },
+                sdp,
+            )),
+            Err(e) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+                forget_minted(&minted);
+                Err(e)
+            }
+        }
+    }
+
+    /// The viewer's answer to our offer.
+    pub async fn accept(&self, answer_sdp: &str) -> Result<(), PeerError> {
+        let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))
     }
 
     pub fn plan(&self) -> MediaPlan {

@@ -153,59 +153,60 @@ impl ViewerPeer {
             .map_err(webrtc_err)?;
             None
         };
-        let (video_tx, video) = mpsc::channel(256);
-        let (audio_tx, audio_rx) = mpsc::channel(256);
-        let video_ssrc = Arc::new(AtomicU64::new(0));
-        let ssrc_slot = video_ssrc.clone();
-        pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
-            let (video_tx, audio_tx) = (video_tx.clone(), audio_tx.clone());
-            let ssrc_slot = ssrc_slot.clone();
-            tokio::spawn(async move {
-                if track.kind() == RTPCodecType::Audio {
-                    while let Ok((p, _)) = track.read_rtp().await {
-                        let _ = audio_tx.try_send(RemoteAudio {
-                            sequence: p.header.sequence_number,
-                            payload: p.payload,
-                        });
-                    }
-                    return;
-                }
-                ssrc_slot.store(u64::from(track.ssrc()), Ordering::Relaxed);
-                let mut depacketizer = H264Packet::default();
-                let mut unit = BytesMut::new();
-                let mut expected: Option<u16> = None;
-                let mut broken = false;
-                while let Ok((p, _)) = track.read_rtp().await {
-                    let seq = p.header.sequence_number;
-                    if expected.is_some_and(|e| e != seq) {
-                        broken = true;
-                    }
-                    expected = Some(seq.wrapping_add(1));
-                    match depacketizer.depacketize(&p.payload) {
-                        Ok(nals) => unit.extend_from_slice(&nals),
-                        Err(_) => broken = true,
-                    }
-                    if p.header.marker {
-                        if !broken && !unit.is_empty() {
-                            let _ = video_tx.try_send(VideoUnit {
-                                data: unit.split().freeze(),
-                                rtp_timestamp: p.header.timestamp,
-                                received: Instant::now(),
-                            });
-                        }
-                        unit.clear();
-                        broken = false;
-                    }
-                }
-            });
-            Box::pin(async {})
-        }));
+        let (video, audio_rx, video_ssrc) = receive(&pc);
         let offer = pc.create_offer(None).await.map_err(webrtc_err)?;
         let (sdp, _complete) = set_local_and_gather(&pc, offer, gather_cap).await?;
         Ok((
             ViewerPeer {
                 pc,
                 audio,
+                video_ssrc,
+            },
+            ViewerStreams {
+                video,
+                audio: audio_rx,
+                events,
+            },
+            sdp,
+        ))
+    }
+
+    /// Answers the doorbell's offer (seed 004, where the doorbell offers):
+    /// receives its video, sends an audio track, and waits for ICE
+    /// gathering (at most `gather_cap`).
+    pub async fn answer(
+        settings: &PeerSettings,
+        offer_sdp: &str,
+        gather_cap: Duration,
+    ) -> Result<(ViewerPeer, ViewerStreams, String), PeerError> {
+        let codecs = vec![
+            (vp8_codec(), RTPCodecType::Video),
+            (h264_codec(), RTPCodecType::Video),
+            (opus_codec(), RTPCodecType::Audio),
+        ];
+        let (pc, _minted) = new_connection(settings, codecs, false).await?;
+        let (event_tx, events) = mpsc::channel(64);
+        forward_state(&pc, event_tx);
+        let (video, audio_rx, video_ssrc) = receive(&pc);
+        // The track first: setting the offer binds it to the offered audio
+        // section (webrtc-rs 0.17 adds a track set later as a new section).
+        let track = local_track(&opus_codec(), "viewer-audio");
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>)
+            .await
+            .map_err(webrtc_err)?;
+        tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        let answer = pc.create_answer(None).await.map_err(webrtc_err)?;
+        let (sdp, _complete) = set_local_and_gather(&pc, answer, gather_cap).await?;
+        Ok((
+            ViewerPeer {
+                pc,
+                audio: Some(MediaTrack(track)),
                 video_ssrc,
             },
             ViewerStreams {
@@ -262,4 +263,63 @@ impl ViewerPeer {
     pub async fn close(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await;
     }
+}
+
+/// Takes the doorbell's tracks: complete H.264 access units (a unit with a
+/// missing packet is dropped) and Opus packets; the video SSRC for PLIs.
+fn receive(
+    pc: &RTCPeerConnection,
+) -> (
+    mpsc::Receiver<VideoUnit>,
+    mpsc::Receiver<RemoteAudio>,
+    Arc<AtomicU64>,
+) {
+    let (video_tx, video) = mpsc::channel(256);
+    let (audio_tx, audio_rx) = mpsc::channel(256);
+    let video_ssrc = Arc::new(AtomicU64::new(0));
+    let ssrc_slot = video_ssrc.clone();
+    pc.on_track(Box::new(move |track: Arc<TrackRemote>, _, _| {
+        let (video_tx, audio_tx) = (video_tx.clone(), audio_tx.clone());
+        let ssrc_slot = ssrc_slot.clone();
+        tokio::spawn(async move {
+            if track.kind() == RTPCodecType::Audio {
+                while let Ok((p, _)) = track.read_rtp().await {
+                    let _ = audio_tx.try_send(RemoteAudio {
+                        sequence: p.header.sequence_number,
+                        payload: p.payload,
+                    });
+                }
+                return;
+            }
+            ssrc_slot.store(u64::from(track.ssrc()), Ordering::Relaxed);
+            let mut depacketizer = H264Packet::default();
+            let mut unit = BytesMut::new();
+            let mut expected: Option<u16> = None;
+            let mut broken = false;
+            while let Ok((p, _)) = track.read_rtp().await {
+                let seq = p.header.sequence_number;
+                if expected.is_some_and(|e| e != seq) {
+                    broken = true;
+                }
+                expected = Some(seq.wrapping_add(1));
+                match depacketizer.depacketize(&p.payload) {
+                    Ok(nals) => unit.extend_from_slice(&nals),
+                    Err(_) => broken = true,
+                }
+                if p.header.marker {
+                    if !broken && !unit.is_empty() {
+                        let _ = video_tx.try_send(VideoUnit {
+                            data: unit.split().freeze(),
+                            rtp_timestamp: p.header.timestamp,
+                            received: Instant::now(),
+                        });
+                    }
+                    unit.clear();
+                    broken = false;
+                }
+            }
+        });
+        Box::pin(async {})
+    }));
+    (video, audio_rx, video_ssrc)
 }

@@ -184,7 +184,7 @@ fn clip(s: &str) -> String {
 
 /// A candidate as browsers write it (`RTCIceCandidateInit`); an empty
 /// `candidate` string is the end of candidates, like `null`.
-fn candidate(v: &Value) -> Result<Option<IceCandidate>, String> {
+pub(crate) fn candidate(v: &Value) -> Result<Option<IceCandidate>, String> {
     let o = v.as_object().ok_or("candidate is not an object")?;
     let line = o
         .get("candidate")

@@ -10,7 +10,7 @@
 //! the room protocol has one viewer per room and names none.
 //!
 //! [`device_ws`] is seed 002's device socket (a session per viewer,
-//! trickle, no rooms). [`protocol`] is pure data. [`client`] talks Socket.IO to a real server (ours
+//! trickle, no rooms); [`sse`] is seed 004's SSE sessions (we offer). [`protocol`] is pure data. [`client`] talks Socket.IO to a real server (ours
 //! or the original design's, in either protocol generation), over
 //! [`transport`] (WebSocket or long-polling, TCP or [`tls`]), with the pure
 //! codecs [`engineio`] and [`socketio`]. [`memory`] is an in-process stand-in
@@ -23,6 +23,7 @@ pub mod engineio;
 pub mod memory;
 pub mod protocol;
 pub mod socketio;
+pub mod sse;
 pub mod tls;
 pub mod transport;
 

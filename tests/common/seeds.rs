@@ -256,3 +256,62 @@ pub fn split_candidates(sdp: &str) -> (String, Vec<IceCandidate>) {
     }
     (bare, candidates)
 }
+
+/// A seed-004 peer's event stream (`GET /events/:sessionId/:peerId`).
+pub struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseStream {
+    pub async fn open(server: &SeedServer, session: &str, peer: &str) -> SseStream {
+        let response = reqwest::get(format!("{}/events/{session}/{peer}", server.url))
+            .await
+            .expect("GET /events");
+        assert_eq!(response.status().as_u16(), 200, "GET /events");
+        SseStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's data that is not a ping.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&data).expect("JSON event");
+                if v["type"] != "ping" {
+                    return v;
+                }
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("an event in time")
+                .expect("the stream reads")
+                .expect("the stream stays open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// `POST` a JSON body; the status.
+pub async fn post_json(server: &SeedServer, path: &str, body: &Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}{path}", server.url))
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .status()
+        .as_u16()
+}

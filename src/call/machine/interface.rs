@@ -77,6 +77,10 @@ pub struct ProtocolTraits {
     /// Our candidates trickle: the answer goes out at once, without waiting
     /// for ICE gathering, and each candidate follows it ([`Input::LocalCandidate`]).
     pub trickle: bool,
+    /// When a viewer arrives (`new_peer`), the doorbell makes the offer
+    /// (seed 004: whoever registered first offers); a viewer's own offer is
+    /// still answered.
+    pub offers: bool,
 }
 
 impl ProtocolTraits {
@@ -84,11 +88,20 @@ impl ProtocolTraits {
     pub const ROOMS: ProtocolTraits = ProtocolTraits {
         server_rooms: true,
         trickle: false,
+        offers: false,
     };
     /// Seed 002's device socket: no rooms, per-viewer sessions, trickle.
     pub const DEVICE_WS: ProtocolTraits = ProtocolTraits {
         server_rooms: false,
         trickle: true,
+        offers: false,
+    };
+    /// Seed 004's SSE sessions: a session per ring on the server, peers by
+    /// name, trickle, and we offer.
+    pub const SSE: ProtocolTraits = ProtocolTraits {
+        server_rooms: true,
+        trickle: true,
+        offers: true,
     };
 }
 
@@ -148,6 +161,11 @@ pub enum Input {
     Notified {
         epoch: Epoch,
         result: Result<(), NotifyFailed>,
+    },
+    /// Our offer is ready (after [`Action::Offer`]).
+    OfferReady {
+        epoch: Epoch,
+        offer: SessionDescription,
     },
     /// The answer is ready (ICE gathering complete or capped).
     AnswerReady {
@@ -223,6 +241,20 @@ pub enum Action {
         /// The viewer, in a protocol that names viewers (its session may
         /// come with ICE servers of its own).
         viewer: Option<ViewerId>,
+    },
+    /// Build the peer with our media and make an offer for the viewer
+    /// (protocols where we offer). Answer with [`Input::OfferReady`] or
+    /// [`Input::AnswerFailed`]; candidates trickle back as
+    /// [`Input::LocalCandidate`].
+    Offer {
+        epoch: Epoch,
+        viewer: Option<ViewerId>,
+    },
+    /// The viewer's answer to our offer: set it on the peer of `epoch`
+    /// (failure comes back as [`Input::AnswerFailed`]).
+    AcceptAnswer {
+        epoch: Epoch,
+        answer: SessionDescription,
     },
     /// A candidate the viewer trickled after its offer: add it to the peer of
     /// `epoch`.

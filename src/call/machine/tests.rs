@@ -38,6 +38,8 @@ fn summary(actions: &[Action]) -> String {
             Action::Notify { .. } => "notify".into(),
             Action::NotifyFailure { .. } => "notify_failure".into(),
             Action::Answer { .. } => "answer".into(),
+            Action::Offer { .. } => "offer".into(),
+            Action::AcceptAnswer { .. } => "accept_answer".into(),
             Action::AddCandidate { .. } => "add_candidate".into(),
             Action::StartMedia { .. } => "start_media".into(),
             Action::ClosePeer { .. } => "close_peer".into(),
@@ -1222,4 +1224,90 @@ fn the_room_protocol_never_trickles_and_sends_to_the_room() {
         a.first(),
         Some(Action::Answer { trickle: false, viewer: None, gather_timeout, .. }) if *gather_timeout == Timeouts::default().ice_gather
     ));
+}
+
+#[test]
+fn with_seed_004_the_doorbell_offers_to_the_viewer_who_arrives() {
+    let t = Instant::now();
+    let mut m = CallMachine::new(MachineConfig {
+        protocol: ProtocolTraits::SSE,
+        ..config()
+    });
+    m.handle(t, Input::SignalingUp);
+    assert_eq!(
+        summary(&m.handle(t, Input::Press { room: ROOM.into() })),
+        "ringing,send:join"
+    );
+    m.handle(t, input_named("created", &m));
+    let a = m.handle(t, from("peer-2", Message::NewPeer(None)));
+    assert_eq!(summary(&a), "viewer_joined,offer");
+    assert!(matches!(
+        a.last(),
+        Some(Action::Offer { viewer: Some(v), .. }) if v.0 == "peer-2"
+    ));
+    assert_eq!(state_name(&m), "answering");
+    let epoch = m.epoch();
+    let local = Input::LocalCandidate {
+        epoch,
+        candidate: Some(candidate(1)),
+    };
+    assert_eq!(
+        summary(&m.handle(t, local)),
+        "",
+        "kept until the offer is out"
+    );
+    let a = m.handle(
+        t,
+        Input::OfferReady {
+            epoch,
+            offer: offer(),
+        },
+    );
+    assert_eq!(summary(&a), "send_to:invite,send_to:ice_candidate");
+    assert_eq!(state_name(&m), "in_call");
+    // An answer from someone else is not this call's.
+    let stray = from("peer-3", Message::Ok(SessionDescription::answer("v=0\r\n")));
+    assert_eq!(summary(&m.handle(t, stray)), "ignored");
+    let answer = from("peer-2", Message::Ok(SessionDescription::answer("v=0\r\n")));
+    assert_eq!(
+        summary(&m.handle(t, answer.clone())),
+        "accept_answer,answered"
+    );
+    // A second answer has no offer to go with.
+    assert_eq!(summary(&m.handle(t, answer)), "ignored");
+    // Setting it failed: the call ends as an answer failure.
+    let a = m.handle(
+        t,
+        Input::AnswerFailed {
+            epoch,
+            error: "bad answer".into(),
+        },
+    );
+    assert_eq!(summary(&a), "error,send:bye,teardown");
+}
+
+#[test]
+fn an_offer_the_viewer_never_answers_times_out() {
+    let t = Instant::now();
+    let mut m = CallMachine::new(MachineConfig {
+        protocol: ProtocolTraits::SSE,
+        ..config()
+    });
+    m.handle(t, Input::SignalingUp);
+    m.handle(t, Input::Press { room: ROOM.into() });
+    m.handle(t, input_named("created", &m));
+    m.handle(t, from("peer-2", Message::NewPeer(None)));
+    let epoch = m.epoch();
+    m.handle(
+        t,
+        Input::OfferReady {
+            epoch,
+            offer: offer(),
+        },
+    );
+    let due = m.next_deadline().unwrap();
+    let to = Timeouts::default();
+    assert_eq!(due - t, to.offer + to.media);
+    let a = m.handle(due, Input::Tick);
+    assert_eq!(summary(&a), "error,send:bye,teardown");
 }
