@@ -793,7 +793,9 @@ impl Config {
                 .servers
                 .iter()
                 .any(|s| s.urls.iter().any(|u| u.starts_with("turn")));
-        if ice.relay_only && !has_turn {
+        // Seed 002 and 004 servers hand each session its TURN server.
+        let session_turn = self.signaling.protocol != SignalingProtocol::Rooms;
+        if ice.relay_only && !has_turn && !session_turn {
             return Err((
                 "ice.relay_only",
                 "needs a TURN server (ice.turn_urls, or a turn: URL in ice.servers)".into(),

@@ -64,6 +64,12 @@ struct Watch {
 }
 
 async fn watch(server: &SeedServer) -> Watch {
+    watch_with(server, false).await
+}
+
+/// [`watch`], with the ICE servers of `watch_ready` and, when `relay_only`,
+/// relayed candidates only.
+async fn watch_with(server: &SeedServer, relay_only: bool) -> Watch {
     let mut viewer = Seed002Viewer::connect(server.port, TOKEN)
         .await
         .expect("the owner's token is good");
@@ -78,9 +84,13 @@ async fn watch(server: &SeedServer) -> Watch {
     let (ready, _) = viewer.until("watch_ready").await;
     assert_eq!(ready["request_id"], "req-1", "{ready}");
     let session = ready["payload"]["session_id"].as_str().unwrap().to_string();
+    let ice_servers = doorbell::signaling::device_ws::ice_servers(&ready["payload"]["ice_servers"])
+        .expect("watch_ready's ICE servers");
     let (peer, streams, offer) = ViewerPeer::offer(
         &PeerSettings {
+            ice_servers,
             include_loopback: true,
+            relay_only,
             ..Default::default()
         },
         ViewerOptions::default(),
@@ -436,4 +446,168 @@ async fn the_servers_page_in_chromium_watches_a_ring() {
     );
     assert!((freq - f64::from(VIEWER_TONE_HZ)).abs() < 20.0, "{freq} Hz");
     assert!(bell.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_turn_credentials_carry_a_relay_only_call() {
+    common::init_logs();
+    const SECRET: &str = "seed-002-turn-secret";
+    let turn = common::coturn::Coturn::start(SECRET);
+    let server = SeedServer::start(
+        "device_ws.py",
+        &[
+            "--device",
+            DEVICE,
+            "--token",
+            &format!("{TOKEN}:42"),
+            "--ice-url",
+            &turn.url(),
+            "--turn-secret",
+            SECRET,
+        ],
+    );
+    // The doorbell has no TURN server of its own and takes relayed
+    // candidates only: the call can only work through the session's.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[ice]\nservers = []\ninclude_loopback = true\nrelay_only = true\n\
+         [video]\nwidth = 320\nheight = 240\n\
+         [audio]\nmicrophone = \"tone:440\"\nspeaker = \"none\"\n\
+         [button]\nsources = [\"stdin\"]\n[control]\nenabled = false\n\
+         [notify]\nstdout = false\n",
+        config(&server, DEVICE)
+    );
+    let mut bell = Daemon::start_exactly(dir, &text, None);
+    until_online(&server, 1).await;
+    bell.press();
+    bell.until("notified").await;
+    let mut w = watch_with(&server, true).await;
+    decode(&w.peer, &mut w.streams, 20).await;
+    w.viewer.close().await;
+    bell.until("ended").await;
+    w.peer.close().await;
+    // coturn allocated for the doorbell under the server's credential for
+    // this session (`<expiry>:device_<session>`) and refused none.
+    let log = turn.log();
+    let tag = format!(":device_{}", &w.session[..8]);
+    assert!(log.contains(&tag), "no allocation for {tag}:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("error 401") && !l.contains("user <>")),
+        "a credential was refused:\n{log}"
+    );
+    assert!(bell.stop().success());
+}
+
+/// A device-socket server that says whatever the test wants: after
+/// `hello_ack`, garbage of every kind, then a viewer with an offer that is
+/// not SDP. Each connection's hello arrives on the channel.
+async fn scripted_server(
+    script: Vec<String>,
+) -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<Value>,
+    tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (hellos, hello_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (more_tx, mut more) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((tcp, _)) = listener.accept().await {
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let Some(Ok(Ws::Text(hello))) = ws.next().await else {
+                continue;
+            };
+            let _ = hellos.send(serde_json::from_str::<Value>(hello.as_str()).unwrap());
+            let ack = json!({"type": "hello_ack", "ts": "2026-01-01T00:00:00.000Z", "payload": {}});
+            ws.send(Ws::Text(ack.to_string().into())).await.unwrap();
+            if std::mem::take(&mut first) {
+                for m in &script {
+                    ws.send(Ws::Text(m.clone().into())).await.unwrap();
+                }
+            }
+            // Then whatever the test sends, until the socket ends.
+            loop {
+                tokio::select! {
+                    Some(m) = more.recv() => {
+                        if ws.send(Ws::Text(m.into())).await.is_err() { break; }
+                    }
+                    item = ws.next() => match item {
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        }
+    });
+    (port, hello_rx, more_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_server_is_logged_and_the_doorbell_keeps_ringing() {
+    common::init_logs();
+    let script: Vec<String> = [
+        "not json at all".to_string(),
+        "[1,2,3]".into(),
+        json!({"type": "reboot", "payload": {}}).to_string(),
+        json!({"type": "signal_offer", "payload": {}}).to_string(),
+        json!({"type": "watch_request", "payload": {"session_id": "", "ice_servers": 5}}).to_string(),
+        json!({"type": "signal_ice", "payload": {"session_id": "nobody", "candidate": {"candidate": "garbage"}}}).to_string(),
+        json!({"type": "watch_ended", "payload": {"session_id": "nobody"}}).to_string(),
+        json!({"type": "error", "request_id": "r-9", "payload": {"message": "Something broke"}}).to_string(),
+        // Too long for the doorbell: its socket is dropped and opened again.
+        "x".repeat(300 * 1024),
+    ]
+    .into();
+    let (port, mut hellos, more) = scripted_server(script).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut bell = Daemon::start(&format!(
+        "[signaling]\nprotocol = \"device-ws\"\nurl = \"{url}\"\ndevice_id = \"{DEVICE}\"\n\
+         reconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n"
+    ));
+    for _ in 0..2 {
+        let hello = tokio::time::timeout(WAIT, hellos.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hello["type"], "hello");
+        assert_eq!(hello["payload"]["device_id"], DEVICE);
+    }
+    bell.wait_log("connected to the signaling server as a device")
+        .await;
+    // A ring, and a "viewer" whose offer is not SDP: the call ends with a
+    // reason, and the next press rings again.
+    bell.press();
+    bell.until("notified").await;
+    let session = "s-1";
+    more.send(
+        json!({"type": "watch_request", "payload": {"session_id": session, "ice_servers": []}})
+            .to_string(),
+    )
+    .unwrap();
+    more.send(
+        json!({"type": "signal_offer", "payload": {"session_id": session, "sdp": {"type": "offer", "sdp": "v=0\r\nthis is not SDP\r\n"}}})
+            .to_string(),
+    )
+    .unwrap();
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended["reason"], "answer_failed", "{}", bell.log());
+    bell.press();
+    bell.until("notified").await;
+    let log = bell.log();
+    for expected in [
+        "malformed signaling message: not JSON",
+        "unknown message type \"reboot\"",
+        "signal_offer: no sdp",
+        "watch_request: unusable session_id",
+        "request_id=r-9",
+        "Something broke",
+    ] {
+        assert!(log.contains(expected), "the log lacks {expected:?}:\n{log}");
+    }
+    assert!(bell.stop().success(), "a clean exit after all that");
 }

@@ -24,6 +24,8 @@
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const room = params.get("room");
+// Seed 004's SSE sessions: the link names a session instead of a room.
+const session = params.get("session");
 const GATHER_CAP_MS = 3000;
 // A media connection that stays "disconnected" this long is given up for a
 // new one (the browser itself waits much longer before "failed").
@@ -385,12 +387,121 @@ function setUpTalk() {
   });
 }
 
+// --- Seed 004's SSE sessions (a `?session=` link) ---
+//
+// The doorbell registered first, so it offers once this page registers
+// (the server says `new-peer` to it); the page answers, and candidates
+// trickle both ways as `ice-candidate` messages (`null` ends them).
+// EventSource opens a dropped stream again by itself; the server keeps
+// what was sent meanwhile.
+function ssePost(path, body) {
+  return fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}),
+    cache: "no-store",
+  });
+}
+
+async function sseIceServers(me) {
+  try {
+    // Who we are, so that `doorbell serve` hands this peer TURN credentials.
+    const r = await fetch(`iceServers?session=${session}&peer=${me}`, { cache: "no-store" });
+    const j = await r.json();
+    if (!Array.isArray(j.urls) || j.urls.length === 0) return [];
+    const server = { urls: j.urls };
+    if (j.username) { server.username = j.username; server.credential = j.credential; }
+    return [server];
+  } catch (_) {
+    return [];
+  }
+}
+
+async function sseAnswer(me, from, offer) {
+  closePeer();
+  const pc = new RTCPeerConnection({ iceServers: state.iceServers || [] });
+  state.pc = pc;
+  state.sessions += 1;
+  const send = (type, payload) => ssePost(`message/${session}/${me}`, { type, payload, target: from });
+  pc.onicecandidate = (e) => { send("ice-candidate", e.candidate ? e.candidate.toJSON() : null); };
+  const stream = new MediaStream();
+  $("door").srcObject = stream;
+  pc.ontrack = (e) => {
+    stream.addTrack(e.track);
+    const v = $("door");
+    v.muted = false;
+    v.play().catch(() => { $("unmute").hidden = false; });
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc !== state.pc) return;
+    clearTimeout(state.disconnectTimer);
+    switch (pc.connectionState) {
+      case "connected":
+        state.everConnected = true;
+        show("connected", "Connected to the door", state.mic ? "" : $("note").textContent);
+        break;
+      case "disconnected":
+        state.disconnectTimer = setTimeout(() => end("ended", "The call is over.", ""), GIVE_UP_MS);
+        break;
+      case "failed":
+        end("error", "The connection to the door failed.", "The doorbell may be on a network your phone cannot reach (a TURN server helps).");
+        break;
+    }
+  };
+  await pc.setRemoteDescription(offer);
+  const track = state.mic && state.mic.getAudioTracks()[0];
+  for (const t of pc.getTransceivers()) {
+    const kind = t.receiver.track && t.receiver.track.kind;
+    if (kind === "audio" && track) {
+      await t.sender.replaceTrack(track);
+      t.direction = "sendrecv";
+    } else if (kind === "video") {
+      t.direction = "recvonly";
+    }
+  }
+  await pc.setLocalDescription(await pc.createAnswer());
+  await send("answer", { type: pc.localDescription.type, sdp: pc.localDescription.sdp });
+  for (const c of state.early.splice(0)) await pc.addIceCandidate(c).catch(() => {});
+  show("answered", "Connecting to the door…");
+}
+
+async function startSse() {
+  const me = state.seat;
+  state.early = [];
+  const r = await ssePost(`register/${session}/${me}`).catch(() => null);
+  if (!r || !r.ok) {
+    end("error", "Could not reach the doorbell's server.", r ? `It answered ${r.status}.` : "");
+    return;
+  }
+  state.iceServers = await sseIceServers(me);
+  const events = new EventSource(`events/${session}/${me}`);
+  state.ws = { emit() {}, close() { events.close(); } };
+  $("hangup").disabled = false;
+  show("ringing", "Ringing the door…");
+  events.onmessage = async (m) => {
+    if (state.ended) return;
+    let e;
+    try { e = JSON.parse(m.data); } catch (_) { return; }
+    try {
+      if (e.type === "offer" && e.payload) await sseAnswer(me, e.senderId, e.payload);
+      else if (e.type === "ice-candidate") {
+        const c = e.payload || null;
+        if (state.pc && state.pc.remoteDescription) await state.pc.addIceCandidate(c).catch(() => {});
+        else if (c) state.early.push(c);
+      }
+    } catch (err) {
+      end("error", "The doorbell's offer was not usable.", String(err));
+    }
+  };
+}
+
 async function main() {
-  if (!room) {
+  const name = room || session;
+  if (!name || (session && !/^[A-Za-z0-9_-]{1,128}$/.test(session))) {
     show("error", "This link has no room.", "Open the link from the doorbell's message.");
     return;
   }
-  state.seat = seatFor(room);
+  state.seat = seatFor(room ? room : "sse:" + session);
   show("connecting", "Connecting…");
   $("hangup").onclick = hangUp;
   setUpTalk();
@@ -398,6 +509,7 @@ async function main() {
   // A new network (Wi-Fi to mobile data): if the media does not survive it,
   // come back on the new one at once rather than after the browser notices.
   const networkChanged = () => setTimeout(() => {
+    if (session && !room) return; // SSE sessions: no coming back yet
     if (state.everConnected && !state.ended && (!state.pc || state.pc.connectionState !== "connected")) comeBack();
   }, 1000);
   window.addEventListener("online", networkChanged);
@@ -407,7 +519,8 @@ async function main() {
   updateTalk(); // muted until asked for
   $("talk").disabled = !state.mic;
   $("opentalk").disabled = !state.mic;
-  startSignaling();
+  if (session && !room) startSse();
+  else startSignaling();
 }
 
 main();

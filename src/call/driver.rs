@@ -433,6 +433,16 @@ impl Loop {
             // prints a credential.)
             peer.ice_servers.splice(0..0, servers);
         }
+        let has_turn = peer.turn.is_some()
+            || peer
+                .ice_servers
+                .iter()
+                .any(|s| s.urls.iter().any(|u| u.starts_with("turn")));
+        if peer.relay_only && !has_turn {
+            tracing::warn!(
+                "ice.relay_only, but this session has no TURN server: it cannot connect"
+            );
+        }
         let feedback = self.feedback.clone();
         let answered = self.answered.clone();
         let tap = self.tap.clone().map(|tap| CallTap { call, tap });

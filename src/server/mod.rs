@@ -21,6 +21,7 @@
 pub mod owner;
 mod owner_pages;
 pub mod rooms;
+pub mod sse_relay;
 mod web;
 
 use axum::extract::{ConnectInfo, State};
@@ -670,6 +671,15 @@ pub async fn start(
             async move { hub.admit(&s) }
         }),
     );
+    // Seed 004's SSE sessions beside the room protocol.
+    let (sse, _) = sse_relay::router(
+        sse_relay::RelaySettings {
+            max_sessions: hub.settings.limits.max_rooms,
+            ice_servers: hub.settings.viewer_ice_servers.clone(),
+            turn: hub.settings.viewer_turn.clone(),
+        },
+        hub.refusals.clone(),
+    );
     let app = Router::new()
         .route("/", get(page_index))
         .route("/viewer.js", get(page_js))
@@ -706,6 +716,7 @@ pub async fn start(
             started: Instant::now(),
             history_dir: hub.settings.history_dir.clone(),
         }))
+        .merge(sse)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(hub.clone())
         .layer(layer);

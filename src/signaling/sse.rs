@@ -466,8 +466,7 @@ async fn stream_once(shared: &Shared, session: &str, peer: &str, failures: &mut 
     *failures = 0;
     tracing::debug!("event stream open");
     let mut body = resp.into_body();
-    let mut buffer: Vec<u8> = Vec::new();
-    let mut data = String::new();
+    let mut framing = EventFraming::default();
     loop {
         let frame = match body.frame().await {
             None => return "the server closed it".into(),
@@ -477,26 +476,49 @@ async fn stream_once(shared: &Shared, session: &str, peer: &str, failures: &mut 
         let Ok(chunk) = frame.into_data() else {
             continue;
         };
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
+        match framing.push(&chunk) {
+            Ok(events) => events.iter().for_each(|data| deliver(shared, data)),
+            Err(e) => return e,
+        }
+    }
+}
+
+/// The `text/event-stream` framing: bytes in, each event's data out (its
+/// `data:` lines joined; `event:`, `id:`, `retry:` and comments carry
+/// nothing we use). Lines may end in LF or CRLF and may be split anywhere.
+#[derive(Debug, Default)]
+pub struct EventFraming {
+    buffer: Vec<u8>,
+    data: String,
+}
+
+impl EventFraming {
+    /// The events `chunk` completes; an error when an event grows past
+    /// 256 kB (the stream is then dropped and opened again).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, String> {
+        self.buffer.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
-                if !data.is_empty() {
-                    deliver(shared, &std::mem::take(&mut data));
+                if !self.data.is_empty() {
+                    events.push(std::mem::take(&mut self.data));
                 }
             } else if let Some(d) = line.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
+                if !self.data.is_empty() {
+                    self.data.push('\n');
                 }
-                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                self.data.push_str(d.strip_prefix(' ').unwrap_or(d));
             }
-            // `event:`, `id:`, `retry:` and comments carry nothing we use.
         }
-        if buffer.len() + data.len() > MAX_BODY {
-            return "an event longer than 256 kB".into();
+        if self.buffer.len() + self.data.len() > MAX_BODY {
+            self.buffer.clear();
+            self.data.clear();
+            return Err("an event longer than 256 kB".into());
         }
+        Ok(events)
     }
 }
 
@@ -624,6 +646,25 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn events_are_framed_however_the_bytes_are_split() {
+        let stream =
+            b"data: {\"type\":\"ping\"}\r\n\r\n: a comment\nevent: x\ndata: {\"a\":\ndata: 1}\n\n";
+        for cut in 0..stream.len() {
+            let mut f = EventFraming::default();
+            let mut events = f.push(&stream[..cut]).unwrap();
+            events.extend(f.push(&stream[cut..]).unwrap());
+            assert_eq!(
+                events,
+                ["{\"type\":\"ping\"}", "{\"a\":\n1}"],
+                "cut at {cut}"
+            );
+        }
+        let mut f = EventFraming::default();
+        assert!(f.push(&vec![b'x'; MAX_BODY + 1]).is_err());
+        assert_eq!(f.push(b"data: ok\n\n").unwrap(), ["ok"], "usable after");
     }
 
     #[test]

@@ -264,8 +264,9 @@ pub struct SseStream {
 }
 
 impl SseStream {
-    pub async fn open(server: &SeedServer, session: &str, peer: &str) -> SseStream {
-        let response = reqwest::get(format!("{}/events/{session}/{peer}", server.url))
+    /// Opens the stream on the server at `base` (`http://host:port`).
+    pub async fn open(base: &str, session: &str, peer: &str) -> SseStream {
+        let response = reqwest::get(format!("{base}/events/{session}/{peer}"))
             .await
             .expect("GET /events");
         assert_eq!(response.status().as_u16(), 200, "GET /events");
@@ -304,14 +305,24 @@ impl SseStream {
     }
 }
 
-/// `POST` a JSON body; the status.
-pub async fn post_json(server: &SeedServer, path: &str, body: &Value) -> u16 {
+/// `POST` a JSON body to `base` + `path`; the status.
+pub async fn post_json(base: &str, path: &str, body: &Value) -> u16 {
     reqwest::Client::new()
-        .post(format!("{}{path}", server.url))
+        .post(format!("{base}{path}"))
         .json(body)
         .send()
         .await
         .unwrap_or_else(|e| panic!("POST {path}: {e}"))
         .status()
         .as_u16()
+}
+
+/// `GET` JSON from `base` + `path`.
+pub async fn get_json(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .json()
+        .await
+        .unwrap_or(Value::Null)
 }
