@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::lab::{browser, event_names, gated_tone, microphone_file, Daemon};
 use common::seeds::{
-    candidate_from, candidate_json, get_json, post_json, split_candidates, SeedServer, SseStream,
+    candidate_from, candidate_json, decode_frames, get_json, post_json, split_candidates,
+    SeedServer, SseStream,
 };
 use common::{talk_tone, WAIT};
-use doorbell::media::h264::H264Decoder;
 use doorbell::peer::viewer::{ViewerPeer, ViewerStreams};
 use doorbell::peer::PeerSettings;
 
@@ -110,27 +110,6 @@ async fn join(base: &str, session: &str) -> Joined {
     }
 }
 
-async fn decode(peer: &ViewerPeer, streams: &mut ViewerStreams, frames: usize) {
-    let mut decoder = H264Decoder::new().unwrap();
-    let (mut decoded, start) = (0, Instant::now());
-    while decoded < frames {
-        assert!(
-            start.elapsed() < WAIT,
-            "decoded {decoded} of {frames} frames in time"
-        );
-        tokio::select! {
-            Some(unit) = streams.video.recv() => {
-                if let Ok(Some(_)) = decoder.decode(&unit.data) {
-                    decoded += 1;
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                let _ = peer.request_keyframe().await;
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_doorbell_offers_in_a_seed_004_session_and_its_stream_comes_back_when_dropped() {
     common::init_logs();
@@ -180,7 +159,7 @@ async fn the_doorbell_offers_in_a_seed_004_session_and_its_stream_comes_back_whe
             VIEWER_TONE_HZ,
             Duration::from_secs(2),
         );
-        decode(&j.peer, &mut j.streams, 20).await;
+        decode_frames(&j.peer, &mut j.streams, 20).await;
         let (_, seen) = bell.until("connected").await;
         let names = event_names(&seen);
         assert!(names.contains(&"answered".to_string()), "{names:?}");
@@ -270,7 +249,7 @@ async fn doorbell_serve_relays_seed_004_sessions_to_the_viewer_page_too() {
     let session = session_of(&link);
     let mut j = join(&server.url, &session).await;
     assert!(j.doorbell_candidates > 0);
-    decode(&j.peer, &mut j.streams, 20).await;
+    decode_frames(&j.peer, &mut j.streams, 20).await;
     bell.until("connected").await;
     j.peer.close().await;
     drop(j.events);

@@ -127,6 +127,27 @@ fn dialer(settings: &ClientSettings) -> Result<Dialer, SignalingError> {
     Ok(Dialer { endpoint, tls })
 }
 
+/// The dialer for a server at `settings.url` used as a base (the seeds'
+/// protocols: `/ws/device`, `/events/...` under it), with the same TLS
+/// trust; the insecure flag is logged as a warning.
+pub(crate) fn base_dialer(settings: &ClientSettings) -> Result<Dialer, SignalingError> {
+    let endpoint =
+        Endpoint::base(&settings.url).map_err(|e| SignalingError::Settings(e.to_string()))?;
+    let tls = if endpoint.tls {
+        let tls = Tls::new(&settings.trust).map_err(|e| SignalingError::Settings(e.to_string()))?;
+        if tls.is_insecure() {
+            tracing::warn!(
+                url = %settings.url,
+                "TLS certificate verification is OFF (signaling.insecure_skip_verify)"
+            );
+        }
+        Some(Arc::new(tls))
+    } else {
+        None
+    };
+    Ok(Dialer { endpoint, tls })
+}
+
 /// A message on its way out, and who waits for the outcome.
 struct Outgoing {
     packet: String,

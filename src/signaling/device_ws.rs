@@ -30,10 +30,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{backoff, ClientSettings};
+use super::client::{backoff, base_dialer, ClientSettings};
 use super::protocol::{IceCandidate, Message, SessionDescription};
-use super::tls::Tls;
-use super::transport::{self, Dialer, Endpoint};
+use super::transport::{self, Dialer};
 use super::{ConnectError, Signaling, SignalingError, SignalingEvent, ViewerId};
 use crate::call::command::StateKind;
 use crate::peer::IceServer;
@@ -380,21 +379,7 @@ impl DeviceWsSignaling {
         events: mpsc::Sender<SignalingEvent>,
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, SignalingError> {
-        let endpoint = Endpoint::base(&settings.client.url)
-            .map_err(|e| SignalingError::Settings(e.to_string()))?;
-        let tls = if endpoint.tls {
-            let tls = Tls::new(&settings.client.trust)
-                .map_err(|e| SignalingError::Settings(e.to_string()))?;
-            if tls.is_insecure() {
-                tracing::warn!(
-                    url = %settings.client.url,
-                    "TLS certificate verification is OFF (signaling.insecure_skip_verify)"
-                );
-            }
-            Some(Arc::new(tls))
-        } else {
-            None
-        };
+        let dialer = base_dialer(&settings.client)?;
         let shared = Arc::new(Shared {
             events,
             outgoing: Mutex::new(None),
@@ -403,7 +388,6 @@ impl DeviceWsSignaling {
             call_on: AtomicBool::new(false),
             started: Instant::now(),
         });
-        let dialer = Dialer { endpoint, tls };
         tokio::spawn(supervise(shared.clone(), dialer, settings, cancel));
         Ok(Arc::new(Self { shared }))
     }
@@ -578,17 +562,8 @@ async fn greet(dialer: &Dialer, device_id: &str) -> Result<Socket, Ended> {
 
 /// Connects once, says hello, and disconnects (for `doorbell check`).
 pub async fn probe(settings: &DeviceWsSettings) -> Result<String, SignalingError> {
-    let endpoint = Endpoint::base(&settings.client.url)
-        .map_err(|e| SignalingError::Settings(e.to_string()))?;
-    let tls = if endpoint.tls {
-        let tls = Tls::new(&settings.client.trust)
-            .map_err(|e| SignalingError::Settings(e.to_string()))?;
-        Some(Arc::new(tls))
-    } else {
-        None
-    };
-    let trust = tls.as_ref().map(|t| t.describe());
-    let dialer = Dialer { endpoint, tls };
+    let dialer = base_dialer(&settings.client)?;
+    let trust = dialer.tls.as_ref().map(|t| t.describe());
     match greet(&dialer, &settings.device_id).await {
         Ok(mut ws) => {
             let _ = ws.close(None).await;
@@ -618,15 +593,15 @@ async fn connection(
         Err(e) => return e,
     };
     *failures = 0;
-    tracing::info!(
-        device = %settings.device_id,
-        "connected to the signaling server as a device"
-    );
     let (tx, mut rx) = mpsc::channel::<Outgoing>(64);
     let _ = tx.try_send(shared.presence());
     *shared.outgoing.lock().expect("outgoing lock") = Some(tx);
     shared.up.store(true, Ordering::Release);
     shared.report(SignalingEvent::Up);
+    tracing::info!(
+        device = %settings.device_id,
+        "connected to the signaling server as a device"
+    );
 
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.reset();

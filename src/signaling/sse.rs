@@ -27,11 +27,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{backoff, ClientSettings};
+use super::client::{backoff, base_dialer, ClientSettings};
 use super::device_ws::{candidate, ice_servers};
 use super::protocol::{Message, SessionDescription};
-use super::tls::Tls;
-use super::transport::{Dialer, Endpoint};
+use super::transport::Dialer;
 use super::{Signaling, SignalingError, SignalingEvent, ViewerId};
 use crate::peer::IceServer;
 
@@ -239,18 +238,10 @@ impl SseSignaling {
         events: mpsc::Sender<SignalingEvent>,
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, SignalingError> {
-        let endpoint = Endpoint::base(&settings.client.url)
-            .map_err(|e| SignalingError::Settings(e.to_string()))?;
-        let tls = if endpoint.tls {
-            let tls = Tls::new(&settings.client.trust)
-                .map_err(|e| SignalingError::Settings(e.to_string()))?;
-            Some(Arc::new(tls))
-        } else {
-            None
-        };
+        let dialer = base_dialer(&settings.client)?;
         let shared = Arc::new(Shared {
             events,
-            dialer: Dialer { endpoint, tls },
+            dialer,
             settings,
             up: AtomicBool::new(false),
             active: Mutex::new(None),
@@ -267,17 +258,8 @@ impl SseSignaling {
 
 /// Asks `GET /iceServers` once (for `doorbell check`).
 pub async fn probe(settings: &SseSettings) -> Result<String, SignalingError> {
-    let endpoint = Endpoint::base(&settings.client.url)
-        .map_err(|e| SignalingError::Settings(e.to_string()))?;
-    let tls = if endpoint.tls {
-        let tls = Tls::new(&settings.client.trust)
-            .map_err(|e| SignalingError::Settings(e.to_string()))?;
-        Some(Arc::new(tls))
-    } else {
-        None
-    };
-    let trust = tls.as_ref().map(|t| t.describe());
-    let dialer = Dialer { endpoint, tls };
+    let dialer = base_dialer(&settings.client)?;
+    let trust = dialer.tls.as_ref().map(|t| t.describe());
     let failed = |why: String| SignalingError::Unreachable(super::ConnectError::Failed(vec![why]));
     let (status, body) = request(&dialer, "GET", "iceServers", None)
         .await
@@ -320,10 +302,13 @@ async fn health(shared: Arc<Shared>) {
                 false
             }
         };
-        if ok && !shared.up.load(Ordering::Acquire) {
+        let was_up = shared.up.load(Ordering::Acquire);
+        shared.set_up(ok);
+        if ok && !was_up {
+            // After `Up` went to the call loop: a press seen after this
+            // line finds the server up.
             tracing::info!(url = %shared.settings.client.url, "the SSE signaling server answers");
         }
-        shared.set_up(ok);
         failures = if ok { 0 } else { failures.saturating_add(1) };
         let wait = if ok {
             shared.settings.heartbeat

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use doorbell::media::h264::H264Decoder;
+use doorbell::peer::viewer::{ViewerPeer, ViewerStreams};
 use doorbell::signaling::protocol::IceCandidate;
 
 use super::WAIT;
@@ -325,4 +327,32 @@ pub async fn get_json(base: &str, path: &str) -> Value {
         .json()
         .await
         .unwrap_or(Value::Null)
+}
+
+/// Decodes `frames` H.264 frames of the doorbell's video, asking for a
+/// keyframe (PLI) when none comes.
+pub async fn decode_frames(peer: &ViewerPeer, streams: &mut ViewerStreams, frames: usize) {
+    let mut decoder = H264Decoder::new().unwrap();
+    let (mut decoded, start) = (0, Instant::now());
+    let mut asked = Instant::now();
+    while decoded < frames {
+        assert!(
+            start.elapsed() < WAIT,
+            "decoded {decoded} of {frames} frames in time"
+        );
+        tokio::select! {
+            Some(unit) = streams.video.recv() => match decoder.decode(&unit.data) {
+                Ok(Some(_)) => decoded += 1,
+                Ok(None) => {}
+                Err(_) if asked.elapsed() > Duration::from_millis(300) => {
+                    let _ = peer.request_keyframe().await;
+                    asked = Instant::now();
+                }
+                Err(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                let _ = peer.request_keyframe().await;
+            }
+        }
+    }
 }
