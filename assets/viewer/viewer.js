@@ -460,9 +460,11 @@ async function sseAnswer(me, from, offer) {
     }
   }
   await pc.setLocalDescription(await pc.createAnswer());
+  // Before anything is awaited again: the connection may come up while the
+  // answer is on its way, and "connected" must not be overwritten.
+  show("answered", "Connecting to the door…");
   await send("answer", { type: pc.localDescription.type, sdp: pc.localDescription.sdp });
   for (const c of state.early.splice(0)) await pc.addIceCandidate(c).catch(() => {});
-  show("answered", "Connecting to the door…");
 }
 
 async function startSse() {
