@@ -142,19 +142,45 @@ const SIGNALING_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_sec
 
 /// Connects to the signaling server once and disconnects.
 pub async fn check_signaling(settings: &ClientSettings) -> Line {
-    let url = settings.url.clone();
-    match tokio::time::timeout(SIGNALING_CHECK_LIMIT, probe(settings)).await {
-        Ok(Ok(found)) => ok("signaling", format!("{url}: {}", found.describe())),
+    let found = async { probe(settings).await.map(|f| f.describe()) };
+    probe_line(&settings.url, found, None).await
+}
+
+/// Says hello on seed 002's device socket once.
+async fn check_device_socket(settings: &DeviceWsSettings) -> Line {
+    let fix = "register this device on the server, or correct signaling.device_id";
+    probe_line(&settings.client.url, device_ws::probe(settings), Some(fix)).await
+}
+
+/// Asks seed 004's server for its ICE servers once.
+async fn check_sse(settings: &SseSettings) -> Line {
+    probe_line(&settings.client.url, sse::probe(settings), None).await
+}
+
+/// The `signaling` line for one probe of any protocol: what it found, or
+/// why not with the fix (TLS errors carry their own; with seed 002, close
+/// 1008 means the server does not know the device: `refused_fix`).
+async fn probe_line(
+    url: &str,
+    probe: impl std::future::Future<Output = Result<String, crate::signaling::SignalingError>>,
+    refused_fix: Option<&str>,
+) -> Line {
+    const REACH: &str =
+        "is the server running and reachable from here? (signaling.url; docs/install.md)";
+    match tokio::time::timeout(SIGNALING_CHECK_LIMIT, probe).await {
+        Ok(Ok(found)) => ok("signaling", format!("{url}: {found}")),
         Ok(Err(e)) => {
             let message = e.to_string();
-            // TLS errors carry their own fix.
             match message.split_once(" Fix: ") {
-                Some((reason, fix)) => failed("signaling", format!("{url}: {reason}"), fix.trim_end_matches('.')),
-                None => failed(
+                Some((reason, fix)) => failed(
                     "signaling",
-                    format!("{url}: {message}"),
-                    "is the server running and reachable from here? (signaling.url; docs/install.md)",
+                    format!("{url}: {reason}"),
+                    fix.trim_end_matches('.'),
                 ),
+                None => match refused_fix.filter(|_| message.contains("1008")) {
+                    Some(fix) => failed("signaling", format!("{url}: {message}"), fix),
+                    None => failed("signaling", format!("{url}: {message}"), REACH),
+                },
             }
         }
         Err(_) => failed(
@@ -163,53 +189,7 @@ pub async fn check_signaling(settings: &ClientSettings) -> Line {
                 "{url}: no answer within {} s",
                 SIGNALING_CHECK_LIMIT.as_secs()
             ),
-            "is the server running and reachable from here? (signaling.url; docs/install.md)",
-        ),
-    }
-}
-
-/// Says hello on seed 002's device socket once.
-async fn check_device_socket(settings: &DeviceWsSettings) -> Line {
-    let url = settings.client.url.clone();
-    match tokio::time::timeout(SIGNALING_CHECK_LIMIT, device_ws::probe(settings)).await {
-        Ok(Ok(found)) => ok("signaling", format!("{url}: {found}")),
-        Ok(Err(e)) => {
-            let message = e.to_string();
-            let fix = if message.contains("1008") {
-                "register this device on the server, or correct signaling.device_id"
-            } else {
-                "is the server running and reachable from here? (signaling.url; docs/install.md)"
-            };
-            failed("signaling", format!("{url}: {message}"), fix)
-        }
-        Err(_) => failed(
-            "signaling",
-            format!(
-                "{url}: no answer within {} s",
-                SIGNALING_CHECK_LIMIT.as_secs()
-            ),
-            "is the server running and reachable from here? (signaling.url; docs/install.md)",
-        ),
-    }
-}
-
-/// Asks seed 004's server for its ICE servers once.
-async fn check_sse(settings: &SseSettings) -> Line {
-    let url = settings.client.url.clone();
-    match tokio::time::timeout(SIGNALING_CHECK_LIMIT, sse::probe(settings)).await {
-        Ok(Ok(found)) => ok("signaling", format!("{url}: {found}")),
-        Ok(Err(e)) => failed(
-            "signaling",
-            format!("{url}: {e}"),
-            "is the server running and reachable from here? (signaling.url; docs/install.md)",
-        ),
-        Err(_) => failed(
-            "signaling",
-            format!(
-                "{url}: no answer within {} s",
-                SIGNALING_CHECK_LIMIT.as_secs()
-            ),
-            "is the server running and reachable from here? (signaling.url; docs/install.md)",
+            REACH,
         ),
     }
 }
