@@ -181,6 +181,19 @@ function comeBack() {
   state.retryTimer = setTimeout(() => { state.retryTimer = null; startSignaling(); }, delay);
 }
 
+// The door's tracks into the video element, sound on (or a button to turn
+// it on where the browser wants a tap first).
+function showDoor(pc) {
+  const stream = new MediaStream();
+  $("door").srcObject = stream;
+  pc.ontrack = (e) => {
+    stream.addTrack(e.track);
+    const v = $("door");
+    v.muted = false;
+    v.play().catch(() => { $("unmute").hidden = false; });
+  };
+}
+
 async function call(sio) {
   closePeer();
   const pc = new RTCPeerConnection({ iceServers: await iceServers() });
@@ -191,14 +204,7 @@ async function call(sio) {
   const track = state.mic && state.mic.getAudioTracks()[0];
   if (track) pc.addTransceiver(track, { direction: "sendrecv", streams: [state.mic] });
   else pc.addTransceiver("audio", { direction: "recvonly" });
-  const stream = new MediaStream();
-  $("door").srcObject = stream;
-  pc.ontrack = (e) => {
-    stream.addTrack(e.track);
-    const v = $("door");
-    v.muted = false;
-    v.play().catch(() => { $("unmute").hidden = false; });
-  };
+  showDoor(pc);
   pc.onconnectionstatechange = () => {
     if (pc !== state.pc) return;
     clearTimeout(state.disconnectTimer);
@@ -424,14 +430,7 @@ async function sseAnswer(me, from, offer) {
   state.sessions += 1;
   const send = (type, payload) => ssePost(`message/${session}/${me}`, { type, payload, target: from });
   pc.onicecandidate = (e) => { send("ice-candidate", e.candidate ? e.candidate.toJSON() : null); };
-  const stream = new MediaStream();
-  $("door").srcObject = stream;
-  pc.ontrack = (e) => {
-    stream.addTrack(e.track);
-    const v = $("door");
-    v.muted = false;
-    v.play().catch(() => { $("unmute").hidden = false; });
-  };
+  showDoor(pc);
   pc.onconnectionstatechange = () => {
     if (pc !== state.pc) return;
     clearTimeout(state.disconnectTimer);
