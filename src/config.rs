@@ -376,6 +376,9 @@ pub struct CallConfig {
     #[serde(with = "duration")]
     pub media_timeout: Duration,
     pub press_during_call: PressDuringCall,
+    /// Most viewers in one call at once (protocols with sessions per
+    /// viewer: `device-ws`, `sse`); they share one capture and encoder.
+    pub max_viewers: usize,
 }
 
 impl Default for CallConfig {
@@ -389,6 +392,7 @@ impl Default for CallConfig {
             max_call: t.max_call,
             media_timeout: t.media,
             press_during_call: PressDuringCall::Ignore,
+            max_viewers: 4,
         }
     }
 }
@@ -960,6 +964,12 @@ impl Config {
                 return Err(invalid(key, "must be above zero".into()));
             }
         }
+        if !(1..=crate::media::audio::MAX_VOICES).contains(&c.max_viewers) {
+            return Err(invalid(
+                "call.max_viewers",
+                format!("must be 1 to {}", crate::media::audio::MAX_VOICES),
+            ));
+        }
         for server in &self.ice.servers {
             for url in &server.urls {
                 let scheme = url.split(':').next().unwrap_or_default();
@@ -1111,6 +1121,7 @@ impl Config {
             press_during_call: c.press_during_call,
             link_template: self.signaling.link_template(),
             protocol: self.signaling.protocol_traits(),
+            max_viewers: c.max_viewers,
         }
     }
 }
@@ -1209,6 +1220,7 @@ mod tests {
                 "signaling.viewer_link",
             ),
             ("[call]\nmedia_timeout = \"0s\"", "call.media_timeout"),
+            ("[call]\nmax_viewers = 0", "call.max_viewers"),
             ("[[ice.servers]]\nurls = [\"http://x\"]", "ice.servers.urls"),
             (
                 "[[ice.servers]]\nurls = [\"turn:x:3478\"]",

@@ -321,6 +321,114 @@ async fn a_ring_is_watched_through_a_seed_002_server_with_trickle_both_ways() {
     assert!(bell.stop().success());
 }
 
+/// The share of each of `tones` in the loud part of the door's WAV (where
+/// the viewers talked at once).
+fn tone_shares(path: &std::path::Path, tones: &[f32]) -> Vec<f64> {
+    use doorbell::media::audio::{power_share, rms};
+    let pcm = doorbell::media::wav::read_mono(path).unwrap_or_else(|e| panic!("{e}"));
+    let chunks: Vec<&[i16]> = pcm.chunks_exact(4800).collect();
+    let loudest = chunks.iter().map(|c| rms(c)).fold(0.0, f64::max);
+    let loud: Vec<i16> = chunks
+        .iter()
+        .filter(|c| rms(c) > 0.7 * loudest)
+        .flat_map(|c| c.iter().copied())
+        .collect();
+    assert!(
+        loud.len() >= 4800 * 5,
+        "{}: too little sound",
+        path.display()
+    );
+    tones
+        .iter()
+        .map(|hz| power_share(&loud, f64::from(*hz)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_then_four_viewers_watch_one_ring_and_one_leaving_does_not_disturb_the_others() {
+    use futures_util::future::join_all;
+    common::init_logs();
+    let server = server();
+    let mut bell = Daemon::start(&config(&server, DEVICE));
+    until_connected(&bell, 1).await;
+    for (call, viewers) in [(1u64, 2usize), (2, 4)] {
+        bell.press();
+        let (_, mut seen_all) = bell.until("notified").await;
+        let mut watches = Vec::new();
+        for _ in 0..viewers {
+            watches.push(watch(&server).await);
+        }
+        // Every viewer sees the door; one capture and one encoder feed them all.
+        join_all(
+            watches
+                .iter_mut()
+                .map(|w| decode_frames(&w.peer, &mut w.streams, 20)),
+        )
+        .await;
+        // They all talk at once, each its own tone: the door hears the mix.
+        let tones: Vec<f32> = (0..viewers).map(|i| 400.0 + 170.0 * i as f32).collect();
+        let talkers: Vec<_> = watches
+            .iter()
+            .zip(&tones)
+            .map(|(w, hz)| {
+                talk_tone(
+                    w.peer.audio_track().expect("the viewer talks"),
+                    *hz,
+                    Duration::from_secs(3),
+                )
+            })
+            .collect();
+        for t in talkers {
+            t.await.unwrap();
+        }
+        // The second viewer hangs up, then (of four) the first, whose place
+        // another takes: the others go on seeing the door, in the same call.
+        let leaving: &[usize] = if viewers > 2 { &[1, 0] } else { &[1] };
+        for (left, who) in leaving.iter().copied().enumerate() {
+            let mut w = watches.remove(who);
+            w.viewer
+                .send("end_watch", None, json!({ "session_id": w.session }))
+                .await;
+            w.peer.close().await;
+            let (e, seen) = bell.until("viewer_left").await;
+            seen_all.extend(seen.iter().cloned());
+            assert_eq!(
+                e["viewers"].as_u64(),
+                Some((viewers - left - 1) as u64),
+                "{:?}",
+                event_names(&seen)
+            );
+            join_all(
+                watches
+                    .iter_mut()
+                    .map(|w| decode_frames(&w.peer, &mut w.streams, 30)),
+            )
+            .await;
+        }
+        for w in watches {
+            w.viewer.close().await;
+            w.peer.close().await;
+        }
+        let (ended, seen) = bell.until("ended").await;
+        assert_eq!(ended["reason"], "viewer_left", "{:?}", event_names(&seen));
+        seen_all.extend(seen);
+        let names = event_names(&seen_all);
+        assert_eq!(
+            names.iter().filter(|n| *n == "viewer_joined").count(),
+            viewers,
+            "{names:?}"
+        );
+        let shares = tone_shares(&bell.dir.path().join(format!("call-{call}.wav")), &tones);
+        for (hz, share) in tones.iter().zip(&shares) {
+            assert!(
+                *share > 0.4 / viewers as f64,
+                "{viewers} viewers: {hz} Hz is {share:.3} of the door's sound ({shares:?})"
+            );
+        }
+    }
+    assert!(bell.stop().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_comes_back_and_an_unknown_device_stops_trying() {
     common::init_logs();

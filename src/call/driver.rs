@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Command, HangupReply, RingReply, Status};
 use super::event::{CallEvent, Event, EventKind};
 use super::machine::{Action, CallMachine, Epoch, Input, MachineConfig, NotifyFailed, State};
-use super::session::{AnswerRequest, Answered, Session};
+use super::session::{AnswerRequest, Answered, CallMedia, Session};
 use crate::media::tap::{CallTap, MediaTap};
 use crate::media::MediaOpener;
 use crate::notify::{Notifier, NotifyError, Ring};
@@ -53,6 +53,8 @@ const NOTIFY_LIMIT: Duration = Duration::from_secs(60);
 /// A message on its way out: to a named viewer, or to the room.
 type Outgoing = (Option<ViewerId>, Message);
 
+type CallMediaCell = Arc<tokio::sync::OnceCell<Arc<CallMedia>>>;
+
 struct Loop {
     machine: CallMachine,
     signaling: Arc<dyn Signaling>,
@@ -63,12 +65,16 @@ struct Loop {
     events: broadcast::Sender<CallEvent>,
     tap: Option<Arc<dyn MediaTap>>,
     feedback: mpsc::Sender<Input>,
-    session: Option<Session>,
+    /// The peer sessions of the call, one per viewer.
+    sessions: Vec<Session>,
+    /// The call's media, opened by whichever of its sessions comes first
+    /// and shared by all.
+    call_media: Option<CallMediaCell>,
     /// Sessions delivered by answer tasks: (epoch, ours is the offer,
     /// session with its SDP).
     answered: mpsc::Sender<(Epoch, bool, Answered)>,
-    /// Where the viewer's trickled candidates go, for the peer of that epoch.
-    candidates: Option<(Epoch, mpsc::Sender<IceCandidate>)>,
+    /// Where each viewer's trickled candidates go, by the epoch of its peer.
+    candidates: Vec<(Epoch, mpsc::Sender<IceCandidate>)>,
     started: Instant,
     calls: u64,
     look_key: Option<String>,
@@ -103,9 +109,10 @@ impl Engine {
             events: events.clone(),
             tap,
             feedback,
-            session: None,
+            sessions: Vec::new(),
+            call_media: None,
             answered,
-            candidates: None,
+            candidates: Vec::new(),
             started: Instant::now(),
             calls: 0,
             look_key,
@@ -166,9 +173,7 @@ impl Engine {
                 break;
             }
         }
-        if let Some(s) = lp.session.take() {
-            s.close().await;
-        }
+        close_call(std::mem::take(&mut lp.sessions), lp.call_media.take()).await;
         // Let the last messages (the `bye` of a call cut by shutdown) leave
         // before the caller closes the connection.
         drop(lp);
@@ -215,6 +220,10 @@ async fn send_in_order(
 }
 
 impl Loop {
+    fn session(&self, epoch: Epoch) -> Option<&Session> {
+        self.sessions.iter().find(|s| s.epoch == epoch)
+    }
+
     fn now(&self) -> std::time::Instant {
         Instant::now().into_std()
     }
@@ -386,8 +395,8 @@ impl Loop {
     }
 
     fn answered(&mut self, epoch: Epoch, offered: bool, Answered { session, sdp }: Answered) {
-        if epoch == self.machine.epoch() && *self.machine.state() == State::Answering {
-            self.session = Some(session);
+        if self.machine.awaits_sdp(epoch) {
+            self.sessions.push(session);
             use crate::signaling::protocol::SessionDescription;
             self.feed(if offered {
                 Input::OfferReady {
@@ -423,9 +432,11 @@ impl Loop {
         for c in candidates {
             let _ = candidate_tx.try_send(c);
         }
-        self.candidates = Some((epoch, candidate_tx));
+        self.candidates.retain(|(_, tx)| !tx.is_closed());
+        self.candidates.push((epoch, candidate_tx));
         let call = self.calls;
-        let media = self.media.clone();
+        let opener = self.media.clone();
+        let call_media = self.call_media.get_or_insert_default().clone();
         let mut peer = self.peer.clone();
         if let Some(servers) = viewer.and_then(|v| self.signaling.ice_servers(&v)) {
             // The session's own servers (with its TURN credentials) come
@@ -451,18 +462,24 @@ impl Loop {
         let offering = offer_sdp.is_none();
         let what = if offering { "offer" } else { "answer" };
         tokio::spawn(async move {
-            let work = Session::answer(AnswerRequest {
-                epoch,
-                call,
-                offer_sdp,
-                gather_cap,
-                media,
-                peer,
-                candidates: candidate_rx,
-                feedback: feedback.clone(),
-                tap,
-                trickle,
-            });
+            let work = async {
+                let media = call_media
+                    .get_or_try_init(|| CallMedia::open(opener, call, epoch, feedback.clone(), tap))
+                    .await?
+                    .clone();
+                Session::answer(AnswerRequest {
+                    epoch,
+                    call,
+                    offer_sdp,
+                    gather_cap,
+                    media,
+                    peer,
+                    candidates: candidate_rx,
+                    feedback: feedback.clone(),
+                    trickle,
+                })
+                .await
+            };
             match tokio::time::timeout(limit, work).await {
                 Ok(Ok(done)) => {
                     if let Err(mpsc::error::SendError((_, _, done))) =
@@ -556,8 +573,8 @@ impl Loop {
                 let trickle = self.machine.config().protocol.trickle;
                 self.start_session(epoch, None, Duration::ZERO, Vec::new(), trickle, viewer)
             }
-            Action::AcceptAnswer { epoch, answer } => match &self.session {
-                Some(s) if s.epoch == epoch => {
+            Action::AcceptAnswer { epoch, answer } => match self.session(epoch) {
+                Some(s) => {
                     let session_peer = s.accepting();
                     let feedback = self.feedback.clone();
                     tokio::spawn(async move {
@@ -570,31 +587,33 @@ impl Loop {
                 }
                 _ => tracing::debug!(?epoch, "an answer for a peer that is gone"),
             },
-            Action::AddCandidate { epoch, candidate } => match &self.candidates {
-                Some((e, tx)) if *e == epoch => {
-                    if tx.try_send(candidate).is_err() {
-                        tracing::warn!("too many trickled candidates at once; one was dropped");
+            Action::AddCandidate { epoch, candidate } => {
+                match self.candidates.iter().find(|(e, _)| *e == epoch) {
+                    Some((_, tx)) => {
+                        if tx.try_send(candidate).is_err() {
+                            tracing::warn!("too many trickled candidates at once; one was dropped");
+                        }
                     }
+                    _ => tracing::debug!(?epoch, "candidate for a peer that is gone"),
                 }
-                _ => tracing::debug!(?epoch, "candidate for a peer that is gone"),
-            },
-            Action::StartMedia { epoch } => match &self.session {
-                Some(s) if s.epoch == epoch => s.go_live(),
-                _ => tracing::debug!(?epoch, "no session to start"),
+            }
+            Action::StartMedia { epoch } => match self.session(epoch) {
+                Some(s) => s.go_live(),
+                None => tracing::debug!(?epoch, "no session to start"),
             },
             Action::ClosePeer { epoch } => {
-                if let Some(s) = self.session.take_if(|s| s.epoch == epoch) {
-                    tokio::spawn(s.close());
+                self.candidates.retain(|(e, _)| *e != epoch);
+                if let Some(at) = self.sessions.iter().position(|s| s.epoch == epoch) {
+                    tokio::spawn(self.sessions.swap_remove(at).close());
                 }
             }
             Action::Teardown { epoch } => {
-                self.candidates = None;
-                let session = self.session.take();
+                self.candidates.clear();
+                let sessions = std::mem::take(&mut self.sessions);
+                let media = self.call_media.take();
                 let feedback = self.feedback.clone();
                 tokio::spawn(async move {
-                    if let Some(s) = session {
-                        s.close().await;
-                    }
+                    close_call(sessions, media).await;
                     let _ = feedback.send(Input::TeardownDone { epoch }).await;
                 });
             }
@@ -615,6 +634,14 @@ impl Loop {
                 tracing::debug!(state, "ignored: {input}");
             }
         }
+    }
+}
+
+/// Closes every viewer's session of a call, then the call's media.
+async fn close_call(sessions: Vec<Session>, media: Option<CallMediaCell>) {
+    futures_util::future::join_all(sessions.into_iter().map(Session::close)).await;
+    if let Some(media) = media.as_ref().and_then(|m| m.get()) {
+        media.close().await;
     }
 }
 

@@ -116,6 +116,12 @@ pub enum EventKind {
         link: String,
     },
     ViewerJoined,
+    /// One of several viewers left (or its connection failed) and the call
+    /// goes on with the `viewers` still in it (protocols with sessions per
+    /// viewer; the last viewer leaving ends the call instead).
+    ViewerLeft {
+        viewers: usize,
+    },
     Answered,
     Connected,
     /// The viewer came back (page reloaded, phone changed networks) and a new
@@ -158,6 +164,7 @@ impl EventKind {
             EventKind::RoomCreated => "room_created",
             EventKind::Notified { .. } => "notified",
             EventKind::ViewerJoined => "viewer_joined",
+            EventKind::ViewerLeft { .. } => "viewer_left",
             EventKind::Answered => "answered",
             EventKind::Connected => "connected",
             EventKind::Reconnected => "reconnected",
@@ -203,6 +210,7 @@ impl CallEvent {
             EventKind::Notified { link } => v["link"] = json!(link),
             EventKind::Ended { reason } => v["reason"] = json!(reason.as_str()),
             EventKind::Error { what } => v["what"] = json!(what),
+            EventKind::ViewerLeft { viewers } => v["viewers"] = json!(viewers),
             EventKind::VoicemailRecorded { file, seconds } => {
                 v["file"] = json!(file);
                 v["seconds"] = json!((seconds * 10.0).round() / 10.0);
@@ -267,5 +275,9 @@ mod tests {
             "boom"
         );
         assert_eq!(e(EventKind::FirstMedia).to_json()["event"], "first_media");
+        assert_eq!(
+            e(EventKind::ViewerLeft { viewers: 1 }).to_json(),
+            json!({"event": "viewer_left", "call": 3, "room": "r", "ts": 1_700_000_000_000u64, "viewers": 1})
+        );
     }
 }

@@ -111,6 +111,36 @@ struct Call {
     local_candidates: Vec<Option<IceCandidate>>,
     /// The peer session's offer is ours and the viewer's answer is awaited.
     awaiting_answer: bool,
+    /// The epoch of the call's first session: media errors of the call
+    /// (its devices are shared by all its sessions) carry it or a later one.
+    first_epoch: Epoch,
+    /// The other viewers' sessions (protocols with sessions per viewer).
+    others: Vec<Other>,
+}
+
+/// Where a viewer's peer session is (the first viewer's is the machine's
+/// [`State`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    WaitingOffer,
+    Answering,
+    InCall { connected: bool },
+}
+
+/// A viewer beside the call's first one: its own peer session, on the
+/// call's shared media. Whatever goes wrong with it ends its session, not
+/// the call.
+#[derive(Debug, Clone)]
+struct Other {
+    viewer: ViewerId,
+    epoch: Epoch,
+    phase: Phase,
+    /// The phase's next step is due (offer, answer, connected), or its
+    /// media came back (after a stall or a disconnect).
+    deadline: Option<Instant>,
+    early_candidates: Vec<IceCandidate>,
+    local_candidates: Vec<Option<IceCandidate>>,
+    awaiting_answer: bool,
 }
 
 /// Most candidates kept from before an offer (a browser gathers a handful),
@@ -124,6 +154,8 @@ pub struct CallMachine {
     state: State,
     call: Option<Call>,
     epoch: Epoch,
+    /// The last epoch handed out (sessions of other viewers take them too).
+    epochs: u64,
     calls: u64,
     signaling_up: bool,
     shutting_down: bool,
@@ -141,6 +173,7 @@ impl CallMachine {
             state: State::Idle,
             call: None,
             epoch: Epoch(0),
+            epochs: 0,
             calls: 0,
             signaling_up: false,
             shutting_down: false,
@@ -172,18 +205,55 @@ impl CallMachine {
         &self.config
     }
 
+    /// Whether the peer session of `epoch` waits for its SDP (an answer or
+    /// our offer being made): the call's first viewer's, or another's.
+    pub fn awaits_sdp(&self, epoch: Epoch) -> bool {
+        (self.current(epoch) && self.state == State::Answering)
+            || self
+                .other_at(epoch)
+                .is_some_and(|i| self.others()[i].phase == Phase::Answering)
+    }
+
+    /// How many viewers have a peer session in the call.
+    pub fn viewers(&self) -> usize {
+        match (&self.state, &self.call) {
+            (State::WaitingOffer | State::Answering | State::InCall { .. }, Some(c)) => {
+                1 + c.others.len()
+            }
+            _ => 0,
+        }
+    }
+
     /// When the driver must call back with [`Input::Tick`] at the latest.
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = self.call.as_ref()?;
         [c.step_deadline, c.media_loss_deadline, c.max_call_deadline]
             .into_iter()
+            .chain(c.others.iter().map(|o| o.deadline))
             .flatten()
             .min()
+    }
+
+    fn fresh_epoch(&mut self) -> Epoch {
+        self.epochs += 1;
+        Epoch(self.epochs)
+    }
+
+    fn others(&self) -> &[Other] {
+        self.call.as_ref().map_or(&[], |c| c.others.as_slice())
+    }
+
+    fn other_at(&self, epoch: Epoch) -> Option<usize> {
+        self.others().iter().position(|o| o.epoch == epoch)
     }
 
     /// Feeds one input; returns what to do, in order.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
+        if let Some(i) = session_epoch(&input).and_then(|e| self.other_at(e)) {
+            self.on_other_input(now, i, input, &mut out);
+            return out;
+        }
         match input {
             Input::Tick => self.expire(now, &mut out),
             Input::SignalingUp => {
@@ -251,7 +321,7 @@ impl CallMachine {
                         },
                         &mut out,
                     );
-                    self.end(now, EndReason::AnswerFailed, &mut out);
+                    self.session_over(now, EndReason::AnswerFailed, &mut out);
                 } else {
                     self.ignore("stale answer failure", &mut out);
                 }
@@ -291,7 +361,8 @@ impl CallMachine {
                 }
             }
             Input::MediaError { epoch, what } => {
-                if self.current(epoch) && self.call.is_some() {
+                // The devices are the call's, opened by its first session.
+                if self.call.as_ref().is_some_and(|c| epoch >= c.first_epoch) {
                     self.emit(EventKind::Error { what }, &mut out);
                 } else {
                     self.ignore("stale media error", &mut out);
@@ -379,7 +450,7 @@ impl CallMachine {
             return;
         }
         self.calls += 1;
-        self.epoch.0 += 1;
+        self.epoch = self.fresh_epoch();
         self.call = Some(Call {
             number: self.calls,
             room,
@@ -394,6 +465,8 @@ impl CallMachine {
             viewer: None,
             local_candidates: Vec::new(),
             awaiting_answer: false,
+            first_epoch: self.epoch,
+            others: Vec::new(),
         });
         self.emit(
             if live {
@@ -452,7 +525,8 @@ impl CallMachine {
     }
 
     /// A message from a named viewer. Its session is the call's if none is
-    /// open yet; one viewer at a time, so another's messages are ignored.
+    /// open yet; a later viewer gets a session beside it (up to
+    /// `max_viewers`), on the call's shared media.
     fn on_viewer_signal(
         &mut self,
         now: Instant,
@@ -466,18 +540,51 @@ impl CallMachine {
         if matches!(self.state, State::Joining | State::Ending { .. }) {
             return self.ignore(format!("{message} from viewer {viewer}"), out);
         }
+        let arrives = matches!(message, Message::NewPeer(_) | Message::Invite(_));
         match &c.viewer {
             Some(v) if *v == viewer => {}
-            None if matches!(message, Message::NewPeer(_) | Message::Invite(_)) => {
-                c.viewer = Some(viewer);
+            None if arrives => c.viewer = Some(viewer),
+            Some(_) => {
+                if let Some(i) = c.others.iter().position(|o| o.viewer == viewer) {
+                    return self.on_other_signal(now, i, message, out);
+                }
+                if !arrives {
+                    return self.ignore(
+                        format!("{message} from viewer {viewer} (not in this call)"),
+                        out,
+                    );
+                }
+                if 1 + c.others.len() >= self.config.max_viewers {
+                    return self.ignore(
+                        format!(
+                            "viewer {viewer} (the call has its {} viewers: call.max_viewers)",
+                            self.config.max_viewers
+                        ),
+                        out,
+                    );
+                }
+                let epoch = self.fresh_epoch();
+                let c = self.call.as_mut().expect("checked above");
+                c.others.push(Other {
+                    viewer,
+                    epoch,
+                    phase: Phase::WaitingOffer,
+                    deadline: Some(now + self.config.timeouts.offer),
+                    early_candidates: Vec::new(),
+                    local_candidates: Vec::new(),
+                    awaiting_answer: false,
+                });
+                let i = c.others.len() - 1;
+                self.emit(EventKind::ViewerJoined, out);
+                if matches!(message, Message::NewPeer(_)) {
+                    if self.config.protocol.offers {
+                        self.other_offer(now, i, out);
+                    }
+                    return;
+                }
+                return self.on_other_signal(now, i, message, out);
             }
-            Some(_) if matches!(message, Message::NewPeer(_) | Message::Invite(_)) => {
-                return self.ignore(
-                    format!("viewer {viewer} (another viewer is in this call)"),
-                    out,
-                );
-            }
-            _ => {
+            None => {
                 return self.ignore(
                     format!("{message} from viewer {viewer} (not in this call)"),
                     out,
@@ -486,6 +593,237 @@ impl CallMachine {
         }
         // Their session's messages mean for the call what the room's do.
         self.on_signal(now, message, out);
+    }
+
+    /// A message from a viewer beside the call's first one.
+    fn on_other_signal(&mut self, now: Instant, i: usize, message: Message, out: &mut Vec<Action>) {
+        let t = self.config.timeouts.clone();
+        let trickle = self.config.protocol.trickle;
+        let offers = self.config.protocol.offers;
+        let c = self.call.as_mut().expect("others belong to a call");
+        let o = &mut c.others[i];
+        match message {
+            Message::NewPeer(_) => {
+                // The viewer started over (page reloaded): a new session.
+                out.push(Action::ClosePeer { epoch: o.epoch });
+                o.epoch = Epoch(self.epochs + 1);
+                self.epochs += 1;
+                o.phase = Phase::WaitingOffer;
+                o.deadline = Some(now + t.offer);
+                o.early_candidates.clear();
+                o.local_candidates.clear();
+                o.awaiting_answer = false;
+                if offers {
+                    self.other_offer(now, i, out);
+                }
+            }
+            Message::Invite(offer) => {
+                if o.phase != Phase::WaitingOffer {
+                    out.push(Action::ClosePeer { epoch: o.epoch });
+                    o.epoch = Epoch(self.epochs + 1);
+                    self.epochs += 1;
+                }
+                o.local_candidates.clear();
+                o.awaiting_answer = false;
+                out.push(Action::Answer {
+                    epoch: o.epoch,
+                    offer,
+                    gather_timeout: if trickle {
+                        Duration::ZERO
+                    } else {
+                        t.ice_gather
+                    },
+                    candidates: std::mem::take(&mut o.early_candidates),
+                    trickle,
+                    viewer: Some(o.viewer.clone()),
+                });
+                o.phase = Phase::Answering;
+                o.deadline = Some(now + t.answer());
+            }
+            Message::Ok(answer) if o.awaiting_answer => {
+                o.awaiting_answer = false;
+                o.deadline = Some(now + t.media);
+                out.push(Action::AcceptAnswer {
+                    epoch: o.epoch,
+                    answer,
+                });
+            }
+            Message::IceCandidate(Some(candidate)) => match o.phase {
+                Phase::WaitingOffer if o.early_candidates.len() < MAX_EARLY_CANDIDATES => {
+                    o.early_candidates.push(candidate)
+                }
+                Phase::WaitingOffer => {
+                    self.ignore("ice_candidate (too many before the offer)", out)
+                }
+                _ => out.push(Action::AddCandidate {
+                    epoch: o.epoch,
+                    candidate,
+                }),
+            },
+            Message::IceCandidate(None) => {}
+            Message::Bye(_) => self.drop_other(i, None, out),
+            msg => self.ignore(format!("{msg} from another viewer"), out),
+        }
+    }
+
+    /// We offer to another viewer who just arrived.
+    fn other_offer(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        let answer = self.config.timeouts.answer();
+        let o = &mut self.call.as_mut().expect("others belong to a call").others[i];
+        o.phase = Phase::Answering;
+        o.deadline = Some(now + answer);
+        out.push(Action::Offer {
+            epoch: o.epoch,
+            viewer: Some(o.viewer.clone()),
+        });
+    }
+
+    /// What the driver reports about another viewer's session.
+    fn on_other_input(&mut self, now: Instant, i: usize, input: Input, out: &mut Vec<Action>) {
+        let t = self.config.timeouts.clone();
+        let c = self.call.as_mut().expect("others belong to a call");
+        let o = &mut c.others[i];
+        match input {
+            Input::LocalCandidate { candidate, .. } => match o.phase {
+                Phase::Answering if o.local_candidates.len() < MAX_EARLY_CANDIDATES => {
+                    o.local_candidates.push(candidate)
+                }
+                Phase::InCall { .. } if self.config.protocol.trickle => out.push(Action::SendTo {
+                    viewer: o.viewer.clone(),
+                    message: Message::IceCandidate(candidate),
+                }),
+                _ => self.ignore("local candidate of another viewer", out),
+            },
+            Input::AnswerReady { answer, .. } if o.phase == Phase::Answering => {
+                let viewer = o.viewer.clone();
+                out.push(Action::SendTo {
+                    viewer: viewer.clone(),
+                    message: Message::Ok(answer),
+                });
+                for candidate in o.local_candidates.drain(..) {
+                    out.push(Action::SendTo {
+                        viewer: viewer.clone(),
+                        message: Message::IceCandidate(candidate),
+                    });
+                }
+                o.phase = Phase::InCall { connected: false };
+                o.deadline = Some(now + t.media);
+            }
+            Input::OfferReady { offer, .. } if o.phase == Phase::Answering => {
+                let viewer = o.viewer.clone();
+                out.push(Action::SendTo {
+                    viewer: viewer.clone(),
+                    message: Message::Invite(offer),
+                });
+                for candidate in o.local_candidates.drain(..) {
+                    out.push(Action::SendTo {
+                        viewer: viewer.clone(),
+                        message: Message::IceCandidate(candidate),
+                    });
+                }
+                o.awaiting_answer = true;
+                o.phase = Phase::InCall { connected: false };
+                o.deadline = Some(now + t.offer + t.media);
+            }
+            Input::AnswerFailed { error, .. } => {
+                self.drop_other(i, Some(format!("answer failed: {error}")), out)
+            }
+            Input::Peer { state, .. } => match (state, o.phase) {
+                (PeerState::Connected, Phase::InCall { connected }) => {
+                    o.phase = Phase::InCall { connected: true };
+                    o.deadline = None;
+                    if !connected {
+                        out.push(Action::StartMedia { epoch: o.epoch });
+                    }
+                }
+                (PeerState::Disconnected, _)
+                | (PeerState::Closed, Phase::InCall { connected: true }) => {
+                    o.deadline = Some(o.deadline.unwrap_or(now + t.media));
+                }
+                (PeerState::Failed | PeerState::Closed, _) => {
+                    self.drop_other(i, Some("media connection failed".into()), out)
+                }
+                _ => self.ignore("peer state of another viewer", out),
+            },
+            Input::MediaStalled { last_packet, .. } => {
+                if o.phase == (Phase::InCall { connected: true }) {
+                    let due = last_packet + t.media;
+                    o.deadline = Some(o.deadline.map_or(due, |d| d.min(due)));
+                }
+            }
+            Input::MediaFlowing { .. } => {
+                if o.phase == (Phase::InCall { connected: true }) {
+                    o.deadline = None;
+                }
+            }
+            // The call's first media was its first viewer's.
+            Input::FirstMedia { .. } => {}
+            other => self.ignore(format!("{other:?} for another viewer"), out),
+        }
+    }
+
+    /// Another viewer's session is over (`why`: it failed): close it, the
+    /// call goes on.
+    fn drop_other(&mut self, i: usize, why: Option<String>, out: &mut Vec<Action>) {
+        let c = self.call.as_mut().expect("others belong to a call");
+        let o = c.others.remove(i);
+        out.push(Action::ClosePeer { epoch: o.epoch });
+        if let Some(why) = why {
+            self.emit(
+                EventKind::Error {
+                    what: format!("viewer {}: {why}", o.viewer),
+                },
+                out,
+            );
+        }
+        let viewers = self.viewers();
+        self.emit(EventKind::ViewerLeft { viewers }, out);
+    }
+
+    /// The first viewer's session is over (`reason`). With other viewers
+    /// in the call, the longest-standing one takes its place and the call
+    /// goes on; without, the call ends.
+    fn session_over(&mut self, now: Instant, reason: EndReason, out: &mut Vec<Action>) {
+        let has_others = !self.others().is_empty()
+            && matches!(
+                self.state,
+                State::WaitingOffer | State::Answering | State::InCall { .. }
+            );
+        if !has_others {
+            return self.end(now, reason, out);
+        }
+        if reason != EndReason::ViewerLeft {
+            self.emit(
+                EventKind::Error {
+                    what: format!("a viewer's session ended: {}", reason.as_str()),
+                },
+                out,
+            );
+        }
+        out.push(Action::ClosePeer { epoch: self.epoch });
+        let t = self.config.timeouts.clone();
+        let c = self.call.as_mut().expect("others belong to a call");
+        let o = c.others.remove(0);
+        c.viewer = Some(o.viewer);
+        c.early_candidates = o.early_candidates;
+        c.local_candidates = o.local_candidates;
+        c.awaiting_answer = o.awaiting_answer;
+        c.media_loss_deadline = None;
+        self.epoch = o.epoch;
+        self.state = match o.phase {
+            Phase::WaitingOffer => State::WaitingOffer,
+            Phase::Answering => State::Answering,
+            Phase::InCall { connected } => State::InCall { connected },
+        };
+        match o.phase {
+            Phase::InCall { connected: true } => {
+                c.step_deadline = None;
+                c.media_loss_deadline = o.deadline;
+            }
+            _ => c.step_deadline = o.deadline.or(Some(now + t.media)),
+        }
+        let viewers = self.viewers();
+        self.emit(EventKind::ViewerLeft { viewers }, out);
     }
 
     /// Sends to the viewer of the peer session: by name, or to the room.
@@ -551,7 +889,7 @@ impl CallMachine {
                 // A room holds two members, so the old viewer is gone (page reloaded,
                 // phone switched networks) and a new one is here: start over.
                 out.push(Action::ClosePeer { epoch: self.epoch });
-                self.epoch.0 += 1;
+                self.epoch = self.fresh_epoch();
                 self.clear_call_timers();
                 if let Some(c) = self.call.as_mut() {
                     c.early_candidates.clear();
@@ -574,7 +912,7 @@ impl CallMachine {
             (State::Answering | State::InCall { .. }, Message::Invite(offer)) => {
                 // A fresh offer mid-call: the viewer started over without leaving.
                 out.push(Action::ClosePeer { epoch: self.epoch });
-                self.epoch.0 += 1;
+                self.epoch = self.fresh_epoch();
                 self.clear_call_timers();
                 self.answer(now, offer, out);
             }
@@ -585,7 +923,7 @@ impl CallMachine {
                 | State::InCall { .. },
                 Message::Bye(room),
             ) if room.as_deref().is_none_or(|r| ours(r, self)) => {
-                self.end(now, EndReason::ViewerLeft, out);
+                self.session_over(now, EndReason::ViewerLeft, out);
             }
             (State::InCall { .. }, Message::Ok(answer))
                 if self.call.as_ref().is_some_and(|c| c.awaiting_answer) =>
@@ -776,7 +1114,7 @@ impl CallMachine {
                     },
                     out,
                 );
-                self.end(now, EndReason::MediaFailed, out);
+                self.session_over(now, EndReason::MediaFailed, out);
             }
         }
     }
@@ -875,6 +1213,20 @@ impl CallMachine {
     }
 
     fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
+        // Other viewers first: what is due for them ends their sessions only.
+        while let Some(i) = self
+            .others()
+            .iter()
+            .position(|o| o.deadline.is_some_and(|d| d <= now))
+        {
+            let why = match self.others()[i].phase {
+                Phase::WaitingOffer => "no offer came",
+                Phase::Answering => "answer timed out",
+                Phase::InCall { connected: false } => "the media connection did not come up",
+                Phase::InCall { connected: true } => "no media from the viewer",
+            };
+            self.drop_other(i, Some(why.into()), out);
+        }
         let Some(c) = self.call.as_ref() else { return };
         // The earliest due deadline decides, however late the tick comes.
         let due = [
@@ -895,7 +1247,7 @@ impl CallMachine {
                     },
                     out,
                 );
-                self.end(now, EndReason::MediaLost, out);
+                self.session_over(now, EndReason::MediaLost, out);
             }
             Some((_, Timer::Step)) => self.step_expired(now, out),
         }
@@ -914,7 +1266,7 @@ impl CallMachine {
                 self.end(now, EndReason::SignalingTimeout, out);
             }
             State::WaitingViewer => self.end(now, EndReason::Unanswered, out),
-            State::WaitingOffer => self.end(now, EndReason::NoOffer, out),
+            State::WaitingOffer => self.session_over(now, EndReason::NoOffer, out),
             State::Answering => {
                 self.emit(
                     EventKind::Error {
@@ -922,7 +1274,7 @@ impl CallMachine {
                     },
                     out,
                 );
-                self.end(now, EndReason::AnswerFailed, out);
+                self.session_over(now, EndReason::AnswerFailed, out);
             }
             State::InCall { .. } => {
                 self.emit(
@@ -931,7 +1283,7 @@ impl CallMachine {
                     },
                     out,
                 );
-                self.end(now, EndReason::MediaFailed, out);
+                self.session_over(now, EndReason::MediaFailed, out);
             }
             State::Ending { .. } => {
                 self.ignore("teardown did not finish in time; going idle anyway", out);
@@ -964,6 +1316,8 @@ impl CallMachine {
         if let Some(c) = self.call.as_mut() {
             c.media_loss_deadline = None;
             c.max_call_deadline = None;
+            // The teardown closes every viewer's session.
+            c.others.clear();
         }
         self.set_step(now, Some(self.config.timeouts.teardown));
     }
@@ -974,6 +1328,21 @@ impl CallMachine {
         }
         self.state = State::Idle;
         self.call = None;
+    }
+}
+
+/// The peer session an input from the driver is about.
+fn session_epoch(input: &Input) -> Option<Epoch> {
+    match input {
+        Input::LocalCandidate { epoch, .. }
+        | Input::OfferReady { epoch, .. }
+        | Input::AnswerReady { epoch, .. }
+        | Input::AnswerFailed { epoch, .. }
+        | Input::Peer { epoch, .. }
+        | Input::MediaStalled { epoch, .. }
+        | Input::MediaFlowing { epoch }
+        | Input::FirstMedia { epoch } => Some(*epoch),
+        _ => None,
     }
 }
 

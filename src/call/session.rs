@@ -1,21 +1,30 @@
-//! One peer session of a call: the peer connection plus the media it carries.
+//! The media of a call and its peer sessions, one per viewer.
 //!
-//! Built when an offer arrives ([`Session::answer`]), made live when the
-//! transport is up ([`Session::go_live`]), torn down when the call ends or the
-//! viewer starts over ([`Session::close`]). Opening devices and stopping their
-//! threads block, so they run on the blocking pool; everything is bounded by
-//! timeouts so a stuck device cannot hold the doorbell.
+//! [`CallMedia`] is opened once per call, by its first peer session: one
+//! capture and one H.264 encoder, one microphone and Opus encoder, one
+//! speaker. The encoded streams fan out to every viewer's [`Session`]
+//! (a webrtc peer and the tasks that feed it), and each viewer's voice is a
+//! voice of its own in the speaker's mix. A viewer joining, or a picture
+//! loss reported by any viewer, asks the one encoder for an IDR, which all
+//! viewers get; a viewer waits for an IDR before its first picture.
+//!
+//! A session is built when an offer arrives ([`Session::answer`]), made live
+//! when its transport is up ([`Session::go_live`]), and closed when its
+//! viewer leaves or starts over ([`Session::close`]); the call's media stay
+//! until the call ends ([`CallMedia::close`]). Opening devices and stopping
+//! their threads block, so they run on the blocking pool; everything is
+//! bounded by timeouts so a stuck device cannot hold the doorbell.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use super::machine::{Epoch, Input};
-use crate::media::audio::{MicPipeline, Playout};
+use crate::media::audio::{AudioPacket, MicPipeline, Playout};
 use crate::media::tap::{CallTap, Tapped};
-use crate::media::video::{KeyframeRequester, VideoPipeline};
+use crate::media::video::{EncodedFrame, KeyframeRequester, VideoPipeline};
 use crate::media::{AudioSink, AudioSource, MediaOpener, VideoSource};
 use crate::peer::{AnswerInputs, AnswerPeer, PeerError, PeerEvent, PeerSettings};
 use crate::signaling::protocol::IceCandidate;
@@ -25,20 +34,14 @@ use crate::signaling::protocol::IceCandidate;
 const STALL: Duration = Duration::from_secs(1);
 /// How often the inbound packet counter is looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// Encoded frames queued per viewer; one that falls further behind skips to
+/// the next IDR (which it asks for) rather than showing a broken picture.
+const VIDEO_FANOUT: usize = 8;
+/// Opus packets queued per viewer (320 ms).
+const AUDIO_FANOUT: usize = 16;
 
 /// What a session reports back to the call loop.
 pub type Feedback = mpsc::Sender<Input>;
-
-pub struct Session {
-    pub epoch: Epoch,
-    peer: Arc<AnswerPeer>,
-    video: Option<VideoPipeline>,
-    mic: Option<MicPipeline>,
-    playout: Option<Playout>,
-    live: Arc<AtomicBool>,
-    keyframes: Option<KeyframeRequester>,
-    tasks: Vec<JoinHandle<()>>,
-}
 
 struct Devices {
     video: Option<Box<dyn VideoSource>>,
@@ -74,6 +77,202 @@ fn open_devices(media: &dyn MediaOpener, call: u64) -> Devices {
     }
 }
 
+/// The threads of a call's media, taken out once when the call ends.
+struct Pipelines {
+    video: Option<VideoPipeline>,
+    mic: Option<MicPipeline>,
+    playout: Option<Playout>,
+}
+
+/// The devices and encoders of one call, shared by its viewers' sessions.
+pub struct CallMedia {
+    pipelines: Mutex<Option<Pipelines>>,
+    video: Option<broadcast::Sender<EncodedFrame>>,
+    audio: Option<broadcast::Sender<AudioPacket>>,
+    keyframes: Option<KeyframeRequester>,
+    voices: Option<crate::media::audio::RemoteAudioInputs>,
+    /// Some viewer's transport is up: the door's sound goes to the recorder.
+    any_live: Arc<AtomicBool>,
+    /// The recorder takes the voice of the call's first viewer only (a
+    /// recording holds one viewer track).
+    voice_tapped: AtomicBool,
+    tap: Option<CallTap>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl CallMedia {
+    /// Opens the call's devices and starts their threads (the encoder idles
+    /// until the first viewer is live). A device that cannot be opened is
+    /// reported through `feedback` (for `epoch`) and left out.
+    pub async fn open(
+        opener: Arc<dyn MediaOpener>,
+        call: u64,
+        epoch: Epoch,
+        feedback: Feedback,
+        tap: Option<CallTap>,
+    ) -> Result<Arc<CallMedia>, SessionError> {
+        let settings = opener.video_settings();
+        let devices = tokio::task::spawn_blocking(move || open_devices(opener.as_ref(), call))
+            .await
+            .map_err(|e| SessionError::Devices(e.to_string()))?;
+        for problem in &devices.problems {
+            tracing::warn!(call, "{problem}");
+            let _ = feedback.try_send(Input::MediaError {
+                epoch,
+                what: problem.clone(),
+            });
+        }
+        let media_error = move |what: String| {
+            let _ = feedback.try_send(Input::MediaError { epoch, what });
+        };
+        let playout = devices.speaker.and_then(|sink| {
+            let on_error = media_error.clone();
+            Playout::start(sink, move |e| on_error(format!("speaker: {e}")))
+                .map_err(|e| media_error(format!("speaker: {e}")))
+                .ok()
+        });
+        let any_live = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let (mut video, mut video_out, mut keyframes) = (None, None, None);
+        if let Some(source) = devices.video {
+            let (tx, mut rx) = mpsc::channel::<EncodedFrame>(4);
+            let on_error = media_error.clone();
+            match VideoPipeline::start(source, &settings, tx, move |e| {
+                on_error(format!("video: {e}"))
+            }) {
+                Ok(p) => {
+                    keyframes = Some(p.keyframe_requester());
+                    video = Some(p);
+                    let (out, _) = broadcast::channel(VIDEO_FANOUT);
+                    video_out = Some(out.clone());
+                    let tap = tap.clone();
+                    tasks.push(tokio::spawn(async move {
+                        while let Some(frame) = rx.recv().await {
+                            if let Some(tap) = &tap {
+                                tap.send(Tapped::Video {
+                                    data: frame.data.clone(),
+                                    keyframe: frame.keyframe,
+                                    duration: frame.duration,
+                                });
+                            }
+                            // No receiver (between viewers) is fine.
+                            let _ = out.send(frame);
+                        }
+                    }));
+                }
+                Err(e) => media_error(format!("video: {e}")),
+            }
+        }
+        let (mut mic, mut audio_out) = (None, None);
+        if let Some(source) = devices.microphone {
+            let (tx, mut rx) = mpsc::channel::<AudioPacket>(8);
+            let on_error = media_error.clone();
+            match MicPipeline::start(source, tx, move |e| on_error(format!("microphone: {e}"))) {
+                Ok(p) => {
+                    mic = Some(p);
+                    let (out, _) = broadcast::channel(AUDIO_FANOUT);
+                    audio_out = Some(out.clone());
+                    let (tap, any_live) = (tap.clone(), any_live.clone());
+                    tasks.push(tokio::spawn(async move {
+                        while let Some(packet) = rx.recv().await {
+                            if !any_live.load(Ordering::Acquire) {
+                                continue; // nothing goes out before a transport is up
+                            }
+                            if let Some(tap) = &tap {
+                                tap.send(Tapped::DoorAudio {
+                                    data: packet.data.clone(),
+                                    duration: packet.duration,
+                                });
+                            }
+                            let _ = out.send(packet);
+                        }
+                    }));
+                }
+                Err(e) => media_error(format!("microphone: {e}")),
+            }
+        }
+        Ok(Arc::new(CallMedia {
+            voices: playout.as_ref().map(Playout::inputs),
+            pipelines: Mutex::new(Some(Pipelines {
+                video,
+                mic,
+                playout,
+            })),
+            video: video_out,
+            audio: audio_out,
+            keyframes,
+            any_live,
+            voice_tapped: AtomicBool::new(false),
+            tap,
+            tasks,
+        }))
+    }
+
+    /// The next picture out is an IDR, for every viewer.
+    pub fn request_keyframe(&self) {
+        if let Some(k) = &self.keyframes {
+            k.request();
+        }
+    }
+
+    /// A viewer's transport is up: encoding starts if it had not (IDR
+    /// first), or the running encoder makes an IDR for the newcomer.
+    fn viewer_live(&self) {
+        self.any_live.store(true, Ordering::Release);
+        let pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        match pipelines.as_ref().and_then(|p| p.video.as_ref()) {
+            Some(v) => v.go_live(),
+            None => self.request_keyframe(),
+        }
+    }
+
+    /// Stops the call's threads, at most about 2 s.
+    pub async fn close(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let taken = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(Pipelines {
+            video,
+            mic,
+            playout,
+        }) = taken
+        else {
+            return;
+        };
+        let stop = tokio::task::spawn_blocking(move || {
+            if let Some(v) = video {
+                v.stop();
+            }
+            if let Some(m) = mic {
+                m.stop();
+            }
+            if let Some(p) = playout {
+                p.stop();
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(2), stop)
+            .await
+            .is_err()
+        {
+            tracing::warn!("media threads did not stop within 2 s; leaving them to finish");
+        }
+    }
+}
+
+/// One viewer's peer session of a call.
+pub struct Session {
+    pub epoch: Epoch,
+    peer: Arc<AnswerPeer>,
+    media: Arc<CallMedia>,
+    live: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
 /// Everything needed to answer one offer (or, with `offer_sdp` `None`, to
 /// make ours).
 pub struct AnswerRequest {
@@ -83,13 +282,12 @@ pub struct AnswerRequest {
     pub offer_sdp: Option<String>,
     /// Cap on ICE gathering for the answer.
     pub gather_cap: Duration,
-    pub media: Arc<dyn MediaOpener>,
+    /// The call's media, opened by its first session.
+    pub media: Arc<CallMedia>,
     pub peer: PeerSettings,
     /// Candidates the viewer trickles.
     pub candidates: mpsc::Receiver<IceCandidate>,
     pub feedback: Feedback,
-    /// Where a copy of the call's encoded media goes (a recorder), if anywhere.
-    pub tap: Option<CallTap>,
     /// Trickle our candidates (as [`Input::LocalCandidate`]) instead of
     /// waiting for them before answering.
     pub trickle: bool,
@@ -111,8 +309,8 @@ pub enum SessionError {
 }
 
 impl Session {
-    /// Opens devices, answers the offer and starts the media threads (video
-    /// waits, encoder idle, until [`Session::go_live`]).
+    /// Answers the offer (or makes ours) and starts the tasks that feed the
+    /// call's media to this viewer once its transport is up.
     pub async fn answer(request: AnswerRequest) -> Result<Answered, SessionError> {
         let AnswerRequest {
             epoch,
@@ -123,39 +321,8 @@ impl Session {
             peer: peer_settings,
             candidates,
             feedback,
-            tap,
             trickle,
         } = request;
-        let opener = media.clone();
-        let devices = tokio::task::spawn_blocking(move || open_devices(opener.as_ref(), call))
-            .await
-            .map_err(|e| SessionError::Devices(e.to_string()))?;
-        for problem in &devices.problems {
-            tracing::warn!(call, "{problem}");
-            let _ = feedback.try_send(Input::MediaError {
-                epoch,
-                what: problem.clone(),
-            });
-        }
-        let media_error = {
-            let feedback = feedback.clone();
-            move |what: String| {
-                let _ = feedback.try_send(Input::MediaError { epoch, what });
-            }
-        };
-        let playout = match devices.speaker {
-            Some(sink) => {
-                let on_error = media_error.clone();
-                match Playout::start(sink, move |e| on_error(format!("speaker: {e}"))) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        media_error(format!("speaker: {e}"));
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
         let (peer_tx, mut peer_rx) = mpsc::channel(64);
         let local_candidates = trickle.then(|| {
             let (tx, mut rx) = mpsc::channel(32);
@@ -170,12 +337,16 @@ impl Session {
             });
             tx
         });
+        let remote_audio = media.voices.as_ref().map(|v| {
+            let first = !media.voice_tapped.swap(true, Ordering::AcqRel);
+            v.input().tapped(media.tap.clone().filter(|_| first))
+        });
         let inputs = AnswerInputs {
             gather_cap,
-            have_video: devices.video.is_some(),
-            have_microphone: devices.microphone.is_some(),
+            have_video: media.video.is_some(),
+            have_microphone: media.audio.is_some(),
             events: peer_tx,
-            remote_audio: playout.as_ref().map(|p| p.input().tapped(tap.clone())),
+            remote_audio,
             candidates,
             local_candidates,
         };
@@ -201,94 +372,76 @@ impl Session {
         let live = Arc::new(AtomicBool::new(false));
         let first_sent = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-
-        let mut video = None;
-        let mut keyframes = None;
-        if let (true, Some(source), Some(track)) =
-            (plan.send_video, devices.video, peer.video_track())
+        if let (true, Some(frames), Some(track)) =
+            (plan.send_video, &media.video, peer.video_track())
         {
-            let (tx, mut rx) = mpsc::channel(4);
-            let on_error = media_error.clone();
-            match VideoPipeline::start(source, &media.video_settings(), tx, move |e| {
-                on_error(format!("video: {e}"))
-            }) {
-                Ok(p) => {
-                    keyframes = Some(p.keyframe_requester());
-                    video = Some(p);
-                    let (feedback, first_sent, tap) =
-                        (feedback.clone(), first_sent.clone(), tap.clone());
-                    tasks.push(tokio::spawn(async move {
-                        while let Some(frame) = rx.recv().await {
-                            if let Some(tap) = &tap {
-                                tap.send(Tapped::Video {
-                                    data: frame.data.clone(),
-                                    keyframe: frame.keyframe,
-                                    duration: frame.duration,
-                                });
-                            }
-                            if track.send(frame.data, frame.duration).await.is_err() {
-                                break;
-                            }
-                            if !first_sent.swap(true, Ordering::AcqRel) {
-                                let _ = feedback.send(Input::FirstMedia { epoch }).await;
-                            }
+            let mut frames = frames.subscribe();
+            let (feedback, first_sent, live, media) = (
+                feedback.clone(),
+                first_sent.clone(),
+                live.clone(),
+                media.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                // Every viewer starts on an IDR, and starts over on one after
+                // falling behind: a P frame without its references is garbage.
+                let mut need_keyframe = true;
+                loop {
+                    let frame = match frames.recv().await {
+                        Ok(frame) => frame,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            need_keyframe = true;
+                            media.request_keyframe();
+                            continue;
                         }
-                    }));
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    if !live.load(Ordering::Acquire) || (need_keyframe && !frame.keyframe) {
+                        continue;
+                    }
+                    need_keyframe = false;
+                    if track.send(frame.data, frame.duration).await.is_err() {
+                        break;
+                    }
+                    if !first_sent.swap(true, Ordering::AcqRel) {
+                        let _ = feedback.send(Input::FirstMedia { epoch }).await;
+                    }
                 }
-                Err(e) => media_error(format!("video: {e}")),
-            }
+            }));
         }
-        let mut mic = None;
-        if let (true, Some(source), Some(track)) =
-            (plan.send_audio, devices.microphone, peer.audio_track())
+        if let (true, Some(packets), Some(track)) =
+            (plan.send_audio, &media.audio, peer.audio_track())
         {
-            let (tx, mut rx) = mpsc::channel(8);
-            let on_error = media_error.clone();
-            match MicPipeline::start(source, tx, move |e| on_error(format!("microphone: {e}"))) {
-                Ok(p) => {
-                    mic = Some(p);
-                    let (feedback, first_sent, live, tap) = (
-                        feedback.clone(),
-                        first_sent.clone(),
-                        live.clone(),
-                        tap.clone(),
-                    );
-                    tasks.push(tokio::spawn(async move {
-                        while let Some(packet) = rx.recv().await {
-                            if !live.load(Ordering::Acquire) {
-                                continue; // nothing goes out before the transport is up
-                            }
-                            if let Some(tap) = &tap {
-                                tap.send(Tapped::DoorAudio {
-                                    data: packet.data.clone(),
-                                    duration: packet.duration,
-                                });
-                            }
-                            if track.send(packet.data, packet.duration).await.is_err() {
-                                break;
-                            }
-                            if !first_sent.swap(true, Ordering::AcqRel) {
-                                let _ = feedback.send(Input::FirstMedia { epoch }).await;
-                            }
-                        }
-                    }));
+            let mut packets = packets.subscribe();
+            let (feedback, first_sent, live) = (feedback.clone(), first_sent.clone(), live.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let packet = match packets.recv().await {
+                        Ok(packet) => packet,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    if !live.load(Ordering::Acquire) {
+                        continue; // nothing goes out before the transport is up
+                    }
+                    if track.send(packet.data, packet.duration).await.is_err() {
+                        break;
+                    }
+                    if !first_sent.swap(true, Ordering::AcqRel) {
+                        let _ = feedback.send(Input::FirstMedia { epoch }).await;
+                    }
                 }
-                Err(e) => media_error(format!("microphone: {e}")),
-            }
+            }));
         }
         {
-            let (feedback, keyframes) = (feedback.clone(), keyframes.clone());
+            let (feedback, media) = (feedback.clone(), media.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some(event) = peer_rx.recv().await {
                     match event {
                         PeerEvent::State(state) => {
                             let _ = feedback.send(Input::Peer { epoch, state }).await;
                         }
-                        PeerEvent::KeyframeRequest => {
-                            if let Some(k) = &keyframes {
-                                k.request();
-                            }
-                        }
+                        PeerEvent::KeyframeRequest => media.request_keyframe(),
                     }
                 }
             }));
@@ -298,11 +451,8 @@ impl Session {
             session: Session {
                 epoch,
                 peer,
-                video,
-                mic,
-                playout,
+                media,
                 live,
-                keyframes,
                 tasks,
             },
             sdp,
@@ -315,44 +465,18 @@ impl Session {
         self.peer.clone()
     }
 
-    /// The transport is up: release the media, IDR first.
+    /// The transport is up: this viewer's media flow, from an IDR.
     pub fn go_live(&self) {
         self.live.store(true, Ordering::Release);
-        if let Some(v) = &self.video {
-            v.go_live();
-        }
+        self.media.viewer_live();
     }
 
-    pub fn request_keyframe(&self) {
-        if let Some(k) = &self.keyframes {
-            k.request();
-        }
-    }
-
-    /// Closes the peer and stops the media threads, at most about 4 s.
+    /// Closes the peer and stops this viewer's tasks (the call's media go on).
     pub async fn close(self) {
         for t in &self.tasks {
             t.abort();
         }
         self.peer.close().await;
-        let (video, mic, playout) = (self.video, self.mic, self.playout);
-        let stop = tokio::task::spawn_blocking(move || {
-            if let Some(v) = video {
-                v.stop();
-            }
-            if let Some(m) = mic {
-                m.stop();
-            }
-            if let Some(p) = playout {
-                p.stop();
-            }
-        });
-        if tokio::time::timeout(Duration::from_secs(2), stop)
-            .await
-            .is_err()
-        {
-            tracing::warn!("media threads did not stop within 2 s; leaving them to finish");
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! drop rather than queue when the other end is slow.
 
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -237,12 +237,72 @@ pub struct PlayoutStats {
     pub dropped_input: AtomicU64,
 }
 
-/// Jitter buffer + Opus decoder + speaker, on a thread ticking every 20 ms.
+/// The viewers' voices on the door's speaker: per voice a jitter buffer
+/// and an Opus decoder, summed (saturating) into one 20 ms frame on a thread
+/// paced by an absolute schedule. Each [`Playout::input`] is a voice of its
+/// own, so two owners talking at once are both heard.
 pub struct Playout {
-    input: std_mpsc::SyncSender<RemoteAudio>,
+    input: std_mpsc::SyncSender<(u32, RemoteAudio)>,
+    next_voice: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<PlayoutStats>,
+}
+
+/// A voice that sent nothing for this long is forgotten (its buffer and
+/// decoder freed); if it speaks again it starts afresh.
+const VOICE_IDLE_TICKS: u32 = 250; // 5 s
+
+/// Most voices mixed at once (`call.max_viewers` is at most this).
+pub const MAX_VOICES: usize = 16;
+
+/// One viewer's sound on its way to the speaker.
+struct Voice {
+    jitter: JitterBuffer<Bytes>,
+    decoder: OpusDecoder,
+    /// Decoded samples not played yet (Opus frames may be longer than 20 ms).
+    pcm: Vec<i16>,
+    idle_ticks: u32,
+}
+
+impl Voice {
+    fn new() -> Result<Self, MediaError> {
+        Ok(Self {
+            jitter: JitterBuffer::new(JitterConfig::default()),
+            decoder: OpusDecoder::new()?,
+            pcm: Vec::with_capacity(4 * AUDIO_FRAME),
+            idle_ticks: 0,
+        })
+    }
+
+    /// Adds this voice's next 20 ms to `mix`.
+    fn mix_into(&mut self, mix: &mut [i32; AUDIO_FRAME], stats: &PlayoutStats) {
+        if self.pcm.len() < AUDIO_FRAME {
+            match self.jitter.pop() {
+                Pop::Packet(p) => {
+                    if self.decoder.decode(&p, &mut self.pcm).is_err() {
+                        self.decoder.conceal(&mut self.pcm);
+                    }
+                    stats.played.fetch_add(1, Ordering::Relaxed);
+                    self.idle_ticks = 0;
+                }
+                Pop::Lost => {
+                    self.decoder.conceal(&mut self.pcm);
+                    stats.concealed.fetch_add(1, Ordering::Relaxed);
+                }
+                Pop::Underrun => {
+                    stats.silent_ticks.fetch_add(1, Ordering::Relaxed);
+                    self.idle_ticks += 1;
+                }
+            }
+            if self.pcm.len() < AUDIO_FRAME {
+                self.pcm.resize(AUDIO_FRAME, 0);
+            }
+        }
+        for (m, s) in mix.iter_mut().zip(self.pcm.drain(..AUDIO_FRAME)) {
+            *m += i32::from(s);
+        }
+    }
 }
 
 impl Playout {
@@ -250,8 +310,9 @@ impl Playout {
         mut sink: Box<dyn AudioSink>,
         on_error: impl Fn(MediaError) + Send + 'static,
     ) -> Result<Self, MediaError> {
-        let mut decoder = OpusDecoder::new()?;
-        let (input, packets) = std_mpsc::sync_channel::<RemoteAudio>(64);
+        // Fail here, not on the thread, if Opus cannot decode at all.
+        drop(OpusDecoder::new()?);
+        let (input, packets) = std_mpsc::sync_channel::<(u32, RemoteAudio)>(64 * 4);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(PlayoutStats::default());
         let thread = {
@@ -259,16 +320,34 @@ impl Playout {
             std::thread::Builder::new()
                 .name("audio-playout".into())
                 .spawn(move || {
-                    let mut jitter = JitterBuffer::new(JitterConfig::default());
-                    let mut pcm: Vec<i16> = Vec::with_capacity(4 * AUDIO_FRAME);
+                    let mut voices: Vec<(u32, Voice)> = Vec::new();
+                    let mut mix = [0i32; AUDIO_FRAME];
+                    let mut out = [0i16; AUDIO_FRAME];
                     let mut due = Instant::now();
                     let mut failed = false;
                     while !stop.load(Ordering::Acquire) {
                         loop {
                             match packets.try_recv() {
-                                Ok(p) => {
+                                Ok((id, p)) => {
                                     stats.packets.fetch_add(1, Ordering::Relaxed);
-                                    jitter.push(p.sequence, p.payload);
+                                    let at = match voices.iter().position(|(v, _)| *v == id) {
+                                        Some(at) => at,
+                                        None if voices.len() < MAX_VOICES => {
+                                            match Voice::new() {
+                                                Ok(v) => voices.push((id, v)),
+                                                Err(e) => {
+                                                    on_error(e);
+                                                    continue;
+                                                }
+                                            }
+                                            voices.len() - 1
+                                        }
+                                        None => {
+                                            stats.dropped_input.fetch_add(1, Ordering::Relaxed);
+                                            continue;
+                                        }
+                                    };
+                                    voices[at].1.jitter.push(p.sequence, p.payload);
                                 }
                                 Err(std_mpsc::TryRecvError::Empty) => break,
                                 Err(std_mpsc::TryRecvError::Disconnected) => {
@@ -277,34 +356,20 @@ impl Playout {
                                 }
                             }
                         }
-                        if pcm.len() < AUDIO_FRAME {
-                            match jitter.pop() {
-                                Pop::Packet(p) => {
-                                    if decoder.decode(&p, &mut pcm).is_err() {
-                                        decoder.conceal(&mut pcm);
-                                    }
-                                    stats.played.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Pop::Lost => {
-                                    decoder.conceal(&mut pcm);
-                                    stats.concealed.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Pop::Underrun => {
-                                    stats.silent_ticks.fetch_add(1, Ordering::Relaxed);
-                                    pcm.resize(AUDIO_FRAME, 0);
-                                }
-                            }
-                            if pcm.len() < AUDIO_FRAME {
-                                pcm.resize(AUDIO_FRAME, 0);
-                            }
+                        mix.fill(0);
+                        for (_, voice) in voices.iter_mut() {
+                            voice.mix_into(&mut mix, &stats);
+                        }
+                        voices.retain(|(_, v)| v.idle_ticks < VOICE_IDLE_TICKS);
+                        for (o, m) in out.iter_mut().zip(&mix) {
+                            *o = (*m).clamp(i16::MIN.into(), i16::MAX.into()) as i16;
                         }
                         if !failed {
-                            if let Err(e) = sink.write(&pcm[..AUDIO_FRAME]) {
+                            if let Err(e) = sink.write(&out) {
                                 on_error(e);
                                 failed = true; // keep draining packets; the call goes on
                             }
                         }
-                        pcm.drain(..AUDIO_FRAME);
                         due += AUDIO_FRAME_DURATION;
                         let now = Instant::now();
                         if now > due + Duration::from_millis(100) {
@@ -324,18 +389,25 @@ impl Playout {
         };
         Ok(Self {
             input,
+            next_voice: Arc::new(AtomicU32::new(0)),
             stop,
             thread: Some(thread),
             stats,
         })
     }
 
-    /// Where the peer puts the viewer's packets (never blocks; drops when full).
+    /// Where the peer puts one viewer's packets (never blocks; drops when
+    /// full): a voice of its own in the mix.
     pub fn input(&self) -> RemoteAudioInput {
-        RemoteAudioInput {
+        self.inputs().input()
+    }
+
+    /// A handle that makes [`Playout::input`]s, apart from the playout.
+    pub fn inputs(&self) -> RemoteAudioInputs {
+        RemoteAudioInputs {
             tx: self.input.clone(),
+            next_voice: self.next_voice.clone(),
             stats: self.stats.clone(),
-            tap: None,
         }
     }
 
@@ -358,10 +430,31 @@ impl Drop for Playout {
     }
 }
 
-/// The sending end of a [`Playout`].
+/// Makes the inputs of new voices of a [`Playout`].
+#[derive(Clone)]
+pub struct RemoteAudioInputs {
+    tx: std_mpsc::SyncSender<(u32, RemoteAudio)>,
+    next_voice: Arc<AtomicU32>,
+    stats: Arc<PlayoutStats>,
+}
+
+impl RemoteAudioInputs {
+    /// The input of a new voice.
+    pub fn input(&self) -> RemoteAudioInput {
+        RemoteAudioInput {
+            voice: self.next_voice.fetch_add(1, Ordering::Relaxed),
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+            tap: None,
+        }
+    }
+}
+
+/// The sending end of one voice of a [`Playout`].
 #[derive(Clone)]
 pub struct RemoteAudioInput {
-    tx: std_mpsc::SyncSender<RemoteAudio>,
+    voice: u32,
+    tx: std_mpsc::SyncSender<(u32, RemoteAudio)>,
     stats: Arc<PlayoutStats>,
     tap: Option<CallTap>,
 }
@@ -374,7 +467,7 @@ impl RemoteAudioInput {
                 data: packet.payload.clone(),
             });
         }
-        if self.tx.try_send(packet).is_err() {
+        if self.tx.try_send((self.voice, packet)).is_err() {
             self.stats.dropped_input.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -507,5 +600,47 @@ mod tests {
         let voiced: Vec<i16> = pcm.iter().copied().skip_while(|s| *s == 0).collect();
         let f = dominant_frequency(&voiced[..AUDIO_FRAME * 15]).unwrap();
         assert!((f - 600.0).abs() < 30.0, "{f}");
+    }
+
+    /// 20 ms Opus packets of a tone, numbered from 0.
+    fn tone_packets(hz: f32, count: u16) -> Vec<RemoteAudio> {
+        let mut t = Tone::new(hz);
+        let mut enc = OpusEncoder::new().unwrap();
+        (0..count)
+            .map(|sequence| {
+                let mut pcm = [0i16; AUDIO_FRAME];
+                t.fill(&mut pcm);
+                RemoteAudio {
+                    sequence,
+                    payload: enc.encode(&pcm).unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn playout_mixes_two_voices_and_keeps_one_when_the_other_stops() {
+        let (sink, got) = MemorySink::new();
+        let playout = Playout::start(Box::new(sink), |e| panic!("{e}")).unwrap();
+        let (a, b) = (playout.input(), playout.input());
+        let (low, high) = (tone_packets(523.0, 50), tone_packets(784.0, 25));
+        // Both voices for 0.5 s, then only the first one (the other left).
+        for (i, p) in low.iter().enumerate() {
+            a.push(p.clone());
+            if let Some(q) = high.get(i) {
+                b.push(q.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        playout.stop();
+        let pcm = got.lock().unwrap().clone();
+        let start = pcm.iter().position(|s| *s != 0).unwrap();
+        let both = &pcm[start + AUDIO_FRAME * 5..start + AUDIO_FRAME * 20];
+        let (s523, s784) = (power_share(both, 523.0), power_share(both, 784.0));
+        assert!(s523 > 0.3 && s784 > 0.3, "mixed: {s523} {s784}");
+        let alone = &pcm[start + AUDIO_FRAME * 32..start + AUDIO_FRAME * 45];
+        let (s523, s784) = (power_share(alone, 523.0), power_share(alone, 784.0));
+        assert!(s523 > 0.8 && s784 < 0.05, "one left: {s523} {s784}");
     }
 }

@@ -63,6 +63,9 @@ pub struct MachineConfig {
     pub link_template: String,
     /// What the signaling protocol asks of a call.
     pub protocol: ProtocolTraits,
+    /// Most viewers in one call at once (`call.max_viewers`), in protocols
+    /// with sessions per viewer; a room holds one.
+    pub max_viewers: usize,
 }
 
 /// How a signaling protocol shapes a call (`docs/protocol.md`). The
@@ -111,8 +114,9 @@ impl Default for ProtocolTraits {
     }
 }
 
-/// Increases with every ring and every new peer session inside a ring. Inputs
-/// from the driver carry the epoch they belong to; stale ones are dropped.
+/// Increases with every ring and every new peer session inside a ring (each
+/// viewer's session has its own). Inputs from the driver carry the epoch
+/// they belong to; stale ones are dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Epoch(pub u64);
 
@@ -140,8 +144,8 @@ pub enum Input {
     /// A message from the signaling server (the room's).
     Signal(Message),
     /// A message from one viewer of a protocol with sessions per viewer.
-    /// The viewer whose session is open is the call's; another one's
-    /// messages are ignored (one viewer at a time).
+    /// The first viewer's session is the call's; later ones (up to
+    /// `max_viewers`) get sessions beside it, sharing the call's media.
     FromViewer {
         viewer: ViewerId,
         message: Message,

@@ -12,6 +12,7 @@ fn config() -> MachineConfig {
         press_during_call: PressDuringCall::Ignore,
         link_template: "http://bell.test/?room={room}".into(),
         protocol: ProtocolTraits::ROOMS,
+        max_viewers: 4,
     }
 }
 
@@ -1090,11 +1091,12 @@ fn a_look_stops_after_max_live() {
     assert_eq!(events(&a), ["ended:max_duration"]);
 }
 
-fn device_ws_machine() -> (CallMachine, Instant) {
+fn device_ws_machine_with(max_viewers: usize) -> (CallMachine, Instant) {
     let t = Instant::now();
     let mut m = CallMachine::new(MachineConfig {
         protocol: ProtocolTraits::DEVICE_WS,
         link_template: "http://fleet.test/watch/door-1".into(),
+        max_viewers,
         ..config()
     });
     m.handle(t, Input::SignalingUp);
@@ -1110,7 +1112,7 @@ fn from(viewer: &str, message: Message) -> Input {
 
 #[test]
 fn without_rooms_a_press_waits_for_a_viewer_at_once_and_answers_it_by_name_with_trickle() {
-    let (mut m, t) = device_ws_machine();
+    let (mut m, t) = device_ws_machine_with(1);
     let a = m.handle(t, Input::Press { room: ROOM.into() });
     assert_eq!(summary(&a), "ringing,room_created,notify");
     assert!(
@@ -1128,7 +1130,8 @@ fn without_rooms_a_press_waits_for_a_viewer_at_once_and_answers_it_by_name_with_
 
     let a = m.handle(t, from("s1", Message::NewPeer(None)));
     assert_eq!(summary(&a), "viewer_joined");
-    // Another viewer while this one's session is open: one at a time.
+    // Another viewer while this one's session is open: one at a time
+    // (call.max_viewers = 1).
     assert_eq!(
         summary(&m.handle(t, from("s2", Message::NewPeer(None)))),
         "ignored"
@@ -1310,4 +1313,225 @@ fn an_offer_the_viewer_never_answers_times_out() {
     assert_eq!(due - t, to.offer + to.media);
     let a = m.handle(due, Input::Tick);
     assert_eq!(summary(&a), "error,send:bye,teardown");
+}
+
+/// A device-ws call with viewer `s1` connected, and the epoch of its session.
+fn device_ws_in_call(max_viewers: usize) -> (CallMachine, Instant, Epoch) {
+    let (mut m, t) = device_ws_machine_with(max_viewers);
+    m.handle(t, Input::Press { room: ROOM.into() });
+    m.handle(t, from("s1", Message::NewPeer(None)));
+    m.handle(t, from("s1", Message::Invite(offer())));
+    let e1 = m.epoch();
+    m.handle(
+        t,
+        Input::AnswerReady {
+            epoch: e1,
+            answer: SessionDescription::answer("v=0\r\n"),
+        },
+    );
+    let a = m.handle(
+        t,
+        Input::Peer {
+            epoch: e1,
+            state: PeerState::Connected,
+        },
+    );
+    assert_eq!(summary(&a), "connected,start_media");
+    (m, t, e1)
+}
+
+/// Viewer `name` joins the call in `m` and connects; the epoch of its session.
+fn another_viewer_connects(m: &mut CallMachine, t: Instant, name: &str) -> Epoch {
+    assert_eq!(
+        summary(&m.handle(t, from(name, Message::NewPeer(None)))),
+        "viewer_joined"
+    );
+    let a = m.handle(t, from(name, Message::Invite(offer())));
+    let Some(Action::Answer { epoch, viewer, .. }) = a.first() else {
+        panic!("{a:?}")
+    };
+    assert_eq!(viewer.as_ref().map(|v| v.0.as_str()), Some(name));
+    let epoch = *epoch;
+    assert_ne!(epoch, m.epoch(), "a session of its own");
+    assert!(m.awaits_sdp(epoch));
+    let a = m.handle(
+        t,
+        Input::AnswerReady {
+            epoch,
+            answer: SessionDescription::answer("v=0\r\n"),
+        },
+    );
+    assert!(
+        matches!(&a[..], [Action::SendTo { viewer, message: Message::Ok(_) }] if viewer.0 == name),
+        "{a:?}"
+    );
+    let a = m.handle(
+        t,
+        Input::Peer {
+            epoch,
+            state: PeerState::Connected,
+        },
+    );
+    assert_eq!(a, [Action::StartMedia { epoch }]);
+    epoch
+}
+
+#[test]
+fn several_viewers_share_a_call_and_one_leaving_does_not_end_it() {
+    let (mut m, t, e1) = device_ws_in_call(4);
+    let e2 = another_viewer_connects(&mut m, t, "s2");
+    let e3 = another_viewer_connects(&mut m, t, "s3");
+    let e4 = another_viewer_connects(&mut m, t, "s4");
+    assert_eq!(m.viewers(), 4);
+    // A fifth is one too many (call.max_viewers = 4).
+    assert_eq!(
+        summary(&m.handle(t, from("s5", Message::NewPeer(None)))),
+        "ignored"
+    );
+    // Each viewer's candidates go to its own peer, ours to it by name.
+    let a = m.handle(t, from("s3", Message::IceCandidate(Some(candidate(1)))));
+    assert_eq!(
+        a,
+        [Action::AddCandidate {
+            epoch: e3,
+            candidate: candidate(1)
+        }]
+    );
+    let a = m.handle(
+        t,
+        Input::LocalCandidate {
+            epoch: e2,
+            candidate: None,
+        },
+    );
+    assert!(
+        matches!(&a[..], [Action::SendTo { viewer, .. }] if viewer.0 == "s2"),
+        "{a:?}"
+    );
+    // s2 leaves: its session closes, the call goes on.
+    let a = m.handle(t, from("s2", Message::Bye(None)));
+    assert_eq!(summary(&a), "close_peer,viewer_left");
+    assert_eq!(a[0], Action::ClosePeer { epoch: e2 });
+    assert!(matches!(
+        &a[1],
+        Action::Emit(Event {
+            kind: EventKind::ViewerLeft { viewers: 3 },
+            ..
+        })
+    ));
+    assert_eq!(state_name(&m), "in_call+");
+    // Its late reports are stale now.
+    let late = Input::Peer {
+        epoch: e2,
+        state: PeerState::Failed,
+    };
+    assert_eq!(summary(&m.handle(t, late)), "ignored");
+    // s4's media stops: only s4 is dropped, `call.media_timeout` after its
+    // last packet.
+    let media = Timeouts::default().media;
+    m.handle(
+        t + Duration::from_secs(1),
+        Input::MediaStalled {
+            epoch: e4,
+            last_packet: t,
+        },
+    );
+    assert_eq!(m.next_deadline(), Some(t + media));
+    let a = m.handle(t + media, Input::Tick);
+    assert_eq!(summary(&a), "close_peer,error,viewer_left");
+    assert_eq!(a[0], Action::ClosePeer { epoch: e4 });
+    assert_eq!((state_name(&m), m.viewers()), ("in_call+".into(), 2));
+    // The first viewer leaves: s3 takes its place and the call goes on.
+    let a = m.handle(t + media, from("s1", Message::Bye(None)));
+    assert_eq!(summary(&a), "close_peer,viewer_left");
+    assert_eq!(a[0], Action::ClosePeer { epoch: e1 });
+    assert_eq!(m.epoch(), e3);
+    assert_eq!((state_name(&m), m.viewers()), ("in_call+".into(), 1));
+    // The last one leaving ends the call.
+    let a = m.handle(t + media, from("s3", Message::Bye(None)));
+    assert_eq!(summary(&a), "teardown");
+    let a = m.handle(t + media, Input::TeardownDone { epoch: e3 });
+    assert_eq!(events(&a), ["ended:viewer_left"]);
+    assert!(m.is_idle());
+}
+
+#[test]
+fn another_viewer_that_never_offers_or_fails_is_dropped_alone() {
+    let (mut m, t, e1) = device_ws_in_call(4);
+    assert_eq!(
+        summary(&m.handle(t, from("s2", Message::NewPeer(None)))),
+        "viewer_joined"
+    );
+    let offer_timeout = Timeouts::default().offer;
+    assert_eq!(m.next_deadline(), Some(t + offer_timeout));
+    let a = m.handle(t + offer_timeout, Input::Tick);
+    assert_eq!(summary(&a), "close_peer,error,viewer_left");
+    assert_eq!((state_name(&m), m.epoch()), ("in_call+".into(), e1));
+    // One whose answer fails.
+    m.handle(t, from("s3", Message::NewPeer(None)));
+    let a = m.handle(t, from("s3", Message::Invite(offer())));
+    let Some(Action::Answer { epoch, .. }) = a.first() else {
+        panic!("{a:?}")
+    };
+    let failed = Input::AnswerFailed {
+        epoch: *epoch,
+        error: "bad SDP".into(),
+    };
+    assert_eq!(
+        summary(&m.handle(t, failed)),
+        "close_peer,error,viewer_left"
+    );
+    // A reload of another viewer is a new session of its own.
+    let e4 = another_viewer_connects(&mut m, t, "s4");
+    let a = m.handle(t, from("s4", Message::Invite(offer())));
+    let Some(Action::Answer { epoch: e5, .. }) = a.get(1) else {
+        panic!("{a:?}")
+    };
+    assert_eq!(a[0], Action::ClosePeer { epoch: e4 });
+    assert!(*e5 > e4);
+    assert_eq!((state_name(&m), m.viewers()), ("in_call+".into(), 2));
+    // Hanging up ends every session at once (the teardown closes them all).
+    let a = m.handle(t, Input::Hangup);
+    assert_eq!(summary(&a), "teardown");
+    assert_eq!(m.viewers(), 0);
+}
+
+#[test]
+fn with_seed_004_the_doorbell_offers_to_each_viewer() {
+    let t = Instant::now();
+    let mut m = CallMachine::new(MachineConfig {
+        protocol: ProtocolTraits::SSE,
+        ..config()
+    });
+    m.handle(t, Input::SignalingUp);
+    m.handle(t, Input::Press { room: ROOM.into() });
+    m.handle(t, Input::Signal(Message::Created(ROOM.into())));
+    let a = m.handle(t, from("p1", Message::NewPeer(None)));
+    assert_eq!(summary(&a), "viewer_joined,offer");
+    let a = m.handle(t, from("p2", Message::NewPeer(None)));
+    assert_eq!(summary(&a), "viewer_joined,offer");
+    let Some(Action::Offer { epoch, viewer }) = a.get(1) else {
+        panic!("{a:?}")
+    };
+    assert_eq!(viewer.as_ref().map(|v| v.0.as_str()), Some("p2"));
+    let e2 = *epoch;
+    let a = m.handle(
+        t,
+        Input::OfferReady {
+            epoch: e2,
+            offer: offer(),
+        },
+    );
+    assert!(
+        matches!(&a[..], [Action::SendTo { viewer, message: Message::Invite(_) }] if viewer.0 == "p2"),
+        "{a:?}"
+    );
+    let a = m.handle(
+        t,
+        from("p2", Message::Ok(SessionDescription::answer("v=0\r\n"))),
+    );
+    assert!(
+        matches!(&a[..], [Action::AcceptAnswer { epoch, .. }] if *epoch == e2),
+        "{a:?}"
+    );
 }
