@@ -12,7 +12,13 @@
 //!   and the end of the measured window (/proc/PID/stat);
 //! - doorbell peak RSS (VmHWM at the end).
 //!
-//! Usage: cargo bench --bench call -- [--seconds 30] [--size 640x480] [--fps 30] [--binary target/release/doorbell]
+//! With `--viewers N`, the call runs over seed 004's SSE sessions (which
+//! `doorbell serve` also speaks) and N viewers register in the ring's
+//! session; the doorbell offers to each, and the CPU window starts once all
+//! N decode pictures. Run it with N = 1 and N = 4 to see what a viewer
+//! costs beside the one shared encoder.
+//!
+//! Usage: cargo bench --bench call -- [--seconds 30] [--size 640x480] [--fps 30] [--viewers N] [--binary target/release/doorbell]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -23,8 +29,9 @@ use doorbell::media::{stamp, unix_ms};
 use doorbell::peer::viewer::{ViewerOptions, ViewerPeer};
 use doorbell::peer::PeerSettings;
 use doorbell::signaling::client::{ClientSettings, SocketIoSignaling};
-use doorbell::signaling::protocol::{Message, SessionDescription};
+use doorbell::signaling::protocol::{IceCandidate, Message, SessionDescription};
 use doorbell::signaling::{Signaling, SignalingEvent};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +41,8 @@ struct Args {
     height: u32,
     fps: u32,
     binary: String,
+    /// `Some(n)`: n viewers over SSE sessions; `None`: one, room protocol.
+    viewers: Option<usize>,
 }
 
 fn args() -> Args {
@@ -43,6 +52,7 @@ fn args() -> Args {
         height: 480,
         fps: 30,
         binary: "target/release/doorbell".into(),
+        viewers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -50,6 +60,9 @@ fn args() -> Args {
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds N"),
             "--fps" => a.fps = it.next().and_then(|v| v.parse().ok()).expect("--fps N"),
             "--binary" => a.binary = it.next().expect("--binary PATH"),
+            "--viewers" => {
+                a.viewers = Some(it.next().and_then(|v| v.parse().ok()).expect("--viewers N"))
+            }
             "--size" => {
                 let v = it.next().expect("--size WxH");
                 let (w, h) = v.split_once('x').expect("--size WxH");
@@ -129,10 +142,13 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[signaling]\nurl = \"{url}\"\n[ice]\nservers = []\ninclude_loopback = true\n\
+            "[signaling]\nurl = \"{url}\"\nprotocol = \"{}\"\n[call]\nmax_viewers = {}\n\
+             [ice]\nservers = []\ninclude_loopback = true\n\
              [video]\nsource = \"testsrc\"\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = 1000\n\
              [audio]\nmicrophone = \"tone\"\nspeaker = \"none\"\n\
              [control]\nsocket = \"{}\"\n[log]\nlevel = \"warn\"\n",
+            if a.viewers.is_some() { "sse" } else { "rooms" },
+            a.viewers.unwrap_or(1).max(1),
             a.width,
             a.height,
             a.fps,
@@ -190,6 +206,10 @@ async fn main() {
         }
     };
     let (press_to_link, link) = link;
+    if let Some(n) = a.viewers {
+        let session = link.rsplit("session=").next().unwrap().to_string();
+        return several_viewers(&a, &url, &session, n, pid, press_to_link).await;
+    }
     let room = link.rsplit("room=").next().unwrap().to_string();
 
     // The viewer.
@@ -305,4 +325,206 @@ async fn main() {
         hwm as f64 / 1024.0
     );
     cancel.cancel();
+}
+
+/// One seed-004 event stream, read by `GET /events/:session/:peer`.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    /// The next event that is not a ping.
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                match serde_json::from_str::<serde_json::Value>(&data) {
+                    Ok(v) if v["type"] != "ping" => return Some(v),
+                    _ => {}
+                }
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// Viewer `peer` registers in `session`, answers the doorbell's offer and
+/// takes its trickled candidates; the peer and its streams.
+async fn sse_viewer(
+    url: &str,
+    session: &str,
+    peer: &str,
+    settings: &PeerSettings,
+) -> (Arc<ViewerPeer>, doorbell::peer::viewer::ViewerStreams) {
+    let http = reqwest::Client::new();
+    let status = http
+        .post(format!("{url}/register/{session}/{peer}"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "register: {status}");
+    let response = http
+        .get(format!("{url}/events/{session}/{peer}"))
+        .send()
+        .await
+        .unwrap();
+    let mut events = Events {
+        response,
+        buffer: String::new(),
+    };
+    let offer = loop {
+        let e = events.next().await.expect("the doorbell's offer");
+        if e["type"] == "offer" {
+            break e;
+        }
+    };
+    let from = offer["senderId"].as_str().unwrap().to_string();
+    let (viewer, streams, answer) = ViewerPeer::answer(
+        settings,
+        offer["payload"]["sdp"].as_str().unwrap(),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    let message = serde_json::json!({
+        "type": "answer",
+        "payload": { "type": "answer", "sdp": answer },
+        "target": from,
+    });
+    let status = http
+        .post(format!("{url}/message/{session}/{peer}"))
+        .json(&message)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "answer: {status}");
+    let viewer = Arc::new(viewer);
+    let pc = viewer.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            if e["type"] != "ice-candidate" || e["payload"].is_null() {
+                continue;
+            }
+            let c = serde_json::from_value::<IceCandidate>(e["payload"].clone());
+            if let Ok(c) = c {
+                let _ = pc.add_candidate(c).await;
+            }
+        }
+    });
+    (viewer, streams)
+}
+
+/// The call with `n` viewers in one SSE session: all decode, and the
+/// doorbell's CPU is measured once every one of them has a picture.
+async fn several_viewers(
+    a: &Args,
+    url: &str,
+    session: &str,
+    n: usize,
+    pid: u32,
+    press_to_link: Duration,
+) {
+    let settings = PeerSettings {
+        ice_servers: vec![],
+        include_loopback: true,
+        ..Default::default()
+    };
+    let joined_at = Instant::now();
+    let (first_tx, mut first_rx) = mpsc::unbounded_channel::<Duration>();
+    let stop = CancellationToken::new();
+    let mut counters = Vec::new();
+    let mut viewers = Vec::new();
+    for i in 0..n {
+        let (viewer, mut streams) =
+            sse_viewer(url, session, &format!("viewer-{i}"), &settings).await;
+        let frames = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        counters.push(frames.clone());
+        let (first_tx, stop, pc) = (first_tx.clone(), stop.clone(), viewer.clone());
+        tokio::spawn(async move {
+            let mut decoder = H264Decoder::new().unwrap();
+            let mut first = true;
+            loop {
+                let unit = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    u = tokio::time::timeout(Duration::from_secs(1), streams.video.recv()) => u,
+                };
+                match unit {
+                    Ok(Some(u)) => {
+                        if let Ok(Some(_)) = decoder.decode(&u.data) {
+                            frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if first {
+                                first = false;
+                                let _ = first_tx.send(joined_at.elapsed());
+                            }
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => {
+                        let _ = pc.request_keyframe().await;
+                    }
+                }
+            }
+        });
+        viewers.push(viewer);
+    }
+    let mut last_first = Duration::ZERO;
+    for _ in 0..n {
+        let at = tokio::time::timeout(Duration::from_secs(20), first_rx.recv())
+            .await
+            .expect("every viewer decodes a picture")
+            .unwrap();
+        last_first = last_first.max(at);
+    }
+    let count = |c: &[std::sync::Arc<std::sync::atomic::AtomicU64>]| -> Vec<u64> {
+        c.iter()
+            .map(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    };
+    let (cpu_start, frames_start, window_start) =
+        (cpu_seconds(pid), count(&counters), Instant::now());
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    let window = window_start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_start;
+    let frames_end = count(&counters);
+    let hwm = status_kb(pid, "VmHWM:");
+    stop.cancel();
+    for v in viewers {
+        v.close().await;
+    }
+    let fps: Vec<String> = frames_start
+        .iter()
+        .zip(&frames_end)
+        .map(|(s, e)| format!("{:.1}", (e - s) as f64 / window))
+        .collect();
+    println!(
+        "call benchmark: {}x{}@{} test pattern, {n} viewers over SSE sessions, {window:.1} s measured window",
+        a.width, a.height, a.fps
+    );
+    println!("frames decoded per viewer per second: {}", fps.join(", "));
+    println!(
+        "press -> link:             {:.1} ms",
+        press_to_link.as_secs_f64() * 1000.0
+    );
+    println!(
+        "register -> all decoding:  {:.1} ms",
+        last_first.as_secs_f64() * 1000.0
+    );
+    println!(
+        "doorbell CPU:              {:.4} CPU s per call-second ({cpu:.2} s over {window:.1} s)",
+        cpu / window
+    );
+    println!(
+        "doorbell peak RSS:         {:.1} MB (VmHWM)",
+        hwm as f64 / 1024.0
+    );
 }

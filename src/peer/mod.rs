@@ -25,6 +25,7 @@ use webrtc::api::APIBuilder;
 use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
@@ -748,6 +749,16 @@ impl AnswerPeer {
         {
             tracing::warn!("closing the peer connection took more than 2 s; dropped");
         }
+        // webrtc-rs reports ICE's last state change from a task of its own,
+        // which needs the connection still alive (or it warns "dtls_transport
+        // unavailable"): wait for it, briefly, before the caller drops us.
+        let start = tokio::time::Instant::now();
+        while self.pc.ice_connection_state() != RTCIceConnectionState::Closed
+            && start.elapsed() < Duration::from_millis(300)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
         forget_minted(&self.minted);
     }
 }
