@@ -160,3 +160,94 @@ async fn chromium_answers_the_door() {
     drop(browser);
     bell.stop().await;
 }
+
+/// The page's own glass-to-glass reading (`&stamps=1`): the doorbell's
+/// capture stamp read back from every picture Chromium is about to show,
+/// against its expected display time. Prints the figures of
+/// docs/performance.md (median and p90 glass to glass, offer to first
+/// picture shown); asserts only that the stamps are read and make sense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_reads_the_capture_stamp_for_glass_to_glass() {
+    init_logs();
+    let Rig {
+        mut bell,
+        server: _server,
+        dir: _dir,
+    } = rig(|c| {
+        c.video.width = 640;
+        c.video.height = 480;
+        c.video.bitrate_kbps = 1000;
+    })
+    .await;
+    assert!(bell.ring().await.starts_with("ringing "));
+    let (notified, _) = bell.until("notified").await;
+    let link = format!(
+        "{}&processing=off&stamps=1",
+        notified.to_json()["link"].as_str().unwrap()
+    );
+    let browser = cdp::launch(&link);
+    let mut page = browser.page("room=").await;
+    const GLASS: &str = r#"(() => {
+      const g = window.doorbell && window.doorbell.glass;
+      if (!g) return null;
+      return { samples: g.samples.slice(), first: g.firstShownMs, session: g.sessionStartMs, page: g.pageStartMs };
+    })()"#;
+    let start = Instant::now();
+    let glass = loop {
+        let g = page.eval(GLASS).await;
+        if g["samples"].as_array().is_some_and(|s| s.len() >= 300) {
+            break g;
+        }
+        assert!(
+            start.elapsed() < WAIT * 2,
+            "the page did not read 300 stamps: {}",
+            page.eval(STATS).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let answer = page
+        .eval("window.doorbell.pc.remoteDescription.sdp")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let offer = page
+        .eval("window.doorbell.pc.localDescription.sdp")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "playout-delay offered: {}, answered: {}",
+        offer.contains("playout-delay"),
+        answer.contains("playout-delay")
+    );
+    let mut samples: Vec<f64> = glass["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    // Skip the first second (the connection settling), keep 10 s.
+    let samples: Vec<f64> = samples.drain(30..).take(300).collect();
+    assert!(
+        samples.iter().all(|ms| (0.0..60_000.0).contains(ms)),
+        "stamps read as nonsense: {samples:?}"
+    );
+    let mut sorted = samples.clone();
+    sorted.sort_by(f64::total_cmp);
+    let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    let first = num(&glass, "first");
+    eprintln!(
+        "glass to glass in Chromium, 640x480@30, {} pictures: median {:.0} ms, p90 {:.0} ms, \
+         max {:.0} ms; offer -> first picture shown {:.0} ms, page open -> first picture {:.0} ms",
+        sorted.len(),
+        at(0.5),
+        at(0.9),
+        sorted[sorted.len() - 1],
+        first - num(&glass, "session"),
+        first - num(&glass, "page"),
+    );
+    drop(browser);
+    bell.stop().await;
+}

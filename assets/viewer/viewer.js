@@ -19,6 +19,8 @@
 //
 // Query: ?room=NAME (required). &processing=off turns off echo cancellation,
 // noise suppression and gain control (measurements and tests only).
+// &stamps=1 reads the doorbell's capture stamp off every picture shown
+// (measurements only; see readStamps below).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -192,6 +194,63 @@ function showDoor(pc) {
     v.muted = false;
     v.play().catch(() => { $("unmute").hidden = false; });
   };
+  if (params.get("stamps") === "1") readStamps($("door"));
+}
+
+// Glass to glass, measured in the page: the doorbell draws its capture time
+// into the top left of every picture (40 blocks of width/40 pixels: `1 0`,
+// 32 bits of Unix milliseconds modulo 2^32, 4 check bits, `0 1`; layout in
+// src/media/stamp.rs). For each picture the browser is about to show
+// (requestVideoFrameCallback), the stamp row is copied to a canvas, read
+// back, and the capture time compared with the expected display time (one
+// machine, one clock). Results in window.doorbell.glass.
+function readStamps(video) {
+  const now = performance.timeOrigin + performance.now();
+  if (state.glass) {
+    // A new session of the same page: its own first picture.
+    state.glass.sessionStartMs = now;
+    state.glass.firstShownMs = null;
+    return;
+  }
+  if (!video.requestVideoFrameCallback) return;
+  // sessionStartMs: this media session began (the offer is being made);
+  // pageStartMs: the page began loading.
+  const glass = { samples: [], firstShownMs: null, sessionStartMs: now, pageStartMs: performance.timeOrigin };
+  state.glass = glass;
+  const canvas = document.createElement("canvas");
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const onFrame = (_now, meta) => {
+    const shownMs = performance.timeOrigin + meta.expectedDisplayTime;
+    if (glass.firstShownMs === null) glass.firstShownMs = shownMs;
+    const b = Math.floor(meta.width / 40);
+    if (b >= 4) {
+      canvas.width = 40 * b; canvas.height = b;
+      ctx.drawImage(video, 0, 0, 40 * b, b, 0, 0, 40 * b, b);
+      const px = ctx.getImageData(0, 0, 40 * b, b).data;
+      const bit = (i) => {
+        let sum = 0, n = 0;
+        for (let y = Math.floor(b / 4); y < Math.ceil(3 * b / 4); y++) {
+          for (let x = i * b + Math.floor(b / 4); x < i * b + Math.ceil(3 * b / 4); x++) {
+            sum += px[(y * 40 * b + x) * 4 + 1]; n++;
+          }
+        }
+        return sum / n > 128 ? 1 : 0;
+      };
+      const bits = Array.from({ length: 40 }, (_, i) => bit(i));
+      let data = 0, ones = 0;
+      for (let i = 0; i < 32; i++) { data = data * 2 + bits[2 + i]; ones += bits[2 + i]; }
+      let check = 0;
+      for (let i = 0; i < 4; i++) check = check * 2 + bits[34 + i];
+      const framed = bits[0] === 1 && bits[1] === 0 && bits[38] === 0 && bits[39] === 1;
+      if (framed && check === ones % 16 && glass.samples.length < 100000) {
+        const wrap = 2 ** 32;
+        const back = (((shownMs % wrap) - data) % wrap + wrap) % wrap;
+        glass.samples.push(back);
+      }
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
 }
 
 async function call(sio) {

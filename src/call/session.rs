@@ -400,7 +400,7 @@ impl Session {
                         continue;
                     }
                     need_keyframe = false;
-                    if track.send(frame.data, frame.duration).await.is_err() {
+                    if track.send_video(frame.data, frame.duration).await.is_err() {
                         break;
                     }
                     if !first_sent.swap(true, Ordering::AcqRel) {
