@@ -197,6 +197,15 @@ fn fleet(args: &Args) -> anyhow::Result<FleetSettings> {
     if !devices.is_empty() {
         tracing::info!(devices = devices.len(), "seed 002: devices registered");
     }
+    // A password in the Redis URL is a secret like the others.
+    if let Some(password) = args
+        .redis
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.password().map(str::to_string))
+    {
+        crate::redact::add(&password);
+    }
     let watches = args.max_watches.max(1);
     Ok(FleetSettings {
         devices,

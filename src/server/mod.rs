@@ -20,6 +20,7 @@
 
 pub mod device_relay;
 pub mod fleet;
+pub mod fleet_redis;
 pub mod owner;
 mod owner_pages;
 pub mod rooms;
@@ -646,16 +647,13 @@ impl Server {
 /// The fleet bus `settings` ask for: in memory, or shared through Redis.
 async fn fleet_bus(
     settings: &device_relay::FleetSettings,
+    cancel: &CancellationToken,
 ) -> Result<Arc<dyn fleet::FleetBus>, ServerError> {
     let instance = crate::signaling::random_room()
         .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
     match &settings.redis {
         None => Ok(Arc::new(fleet::MemoryBus::new(&instance))),
-        Some(url) => Err(fleet::FleetError::Redis {
-            url: url.clone(),
-            message: "not built with Redis".into(),
-        }
-        .into()),
+        Some(url) => Ok(fleet_redis::RedisBus::connect(url, &instance, cancel.clone()).await?),
     }
 }
 
@@ -672,7 +670,7 @@ pub async fn start(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
-    let bus = fleet_bus(&settings.fleet).await?;
+    let bus = fleet_bus(&settings.fleet, &cancel).await?;
     let hub = Arc::new(Hub {
         table: Mutex::new(RoomTable::new(settings.limits)),
         io: OnceLock::new(),
