@@ -522,7 +522,8 @@ async fn the_ring_link_leads_the_owner_through_sign_in_to_our_page_in_chromium()
     .await;
     let stats = r#"(async () => {
       const d = window.doorbell;
-      const out = { path: location.pathname, state: d ? d.name : "none", framesDecoded: 0 };
+      const out = { path: location.pathname, state: d ? d.name : "none", framesDecoded: 0,
+                    talking: !!(d && d.talking) };
       if (!d || !d.pc) return JSON.stringify(out);
       (await d.pc.getStats()).forEach((s) => {
         if (s.type === "inbound-rtp" && s.kind === "video") {
@@ -537,7 +538,10 @@ async fn the_ring_link_leads_the_owner_through_sign_in_to_our_page_in_chromium()
         tokio::time::sleep(Duration::from_millis(250)).await;
         let r = page.eval(stats).await;
         let r: Value = serde_json::from_str(r.as_str().unwrap_or("null")).unwrap_or(Value::Null);
-        if r["state"] == "connected" && r["framesDecoded"].as_u64() >= Some(60) {
+        if r["state"] == "connected"
+            && r["framesDecoded"].as_u64() >= Some(60)
+            && r["talking"] == true
+        {
             break r;
         }
         assert!(
@@ -550,8 +554,10 @@ async fn the_ring_link_leads_the_owner_through_sign_in_to_our_page_in_chromium()
     assert_eq!(report["width"], 320, "{report}");
     let (_, seen) = bell.until("first_media").await;
     assert!(event_names(&seen).contains(&"connected".to_string()));
-    // Open talk is on: the owner talks for a while, then hangs up.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Open talk is on: the owner talks for a while (long enough for the
+    // door to hear several bursts of the tone on a loaded machine), then
+    // hangs up.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     page.eval("document.getElementById('hangup').click(), true")
         .await;
     let (ended, _) = bell.until("ended").await;

@@ -145,10 +145,6 @@ impl LocalSockets {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
-
-    pub fn count(&self) -> usize {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 /// One instance on its own: the fleet is this process.
