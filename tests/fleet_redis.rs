@@ -5,7 +5,9 @@
 //! else to B. The doorbell connects to A, a seed-002 viewer on B watches it
 //! (frames decoded, the viewer's tone heard at the door); then A is killed
 //! and the doorbell, reconnected through the balancer to B, is watched
-//! there. And a server whose Redis cannot be reached does not start.
+//! there. A server that loses its Redis keeps relaying the watches whose
+//! two sides it holds and refuses new ones clearly; a server whose Redis
+//! cannot be reached does not start.
 
 mod common;
 
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::lab::{event_names, gated_tone, Daemon};
-use common::seeds::{decode_frames, Seed002Viewer, Watch};
+use common::seeds::{decode_frames, FakeDevice, Seed002Viewer, Watch};
 use common::{talk_tone, WAIT};
 use doorbell::secret::Secret;
 use doorbell::server::viewer_token::{TokenKey, ViewerClaims};
@@ -88,22 +90,40 @@ fn redis_server(dir: &Path) -> (Proc, u16) {
         .unwrap_or_else(|e| {
             panic!("cannot start redis-server ({e}); scripts/test installs Debian's redis-server")
         });
-    let p = Proc { child, log };
-    wait_for_port(port, "redis-server", &|| p.log());
+    let mut p = Proc { child, log };
+    // Ready once it answers PING (a listening socket is not enough), and
+    // still running (another process may have taken the port meanwhile).
+    let start = Instant::now();
+    while try_redis_cmd(port, &["PING"]).as_deref() != Some("+PONG") {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            panic!("redis-server exited ({status}):\n{}", p.log());
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "redis-server did not start:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (p, port)
 }
 
 /// One RESP command to Redis; its first line of answer.
 fn redis_cmd(port: u16, args: &[&str]) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    try_redis_cmd(port, args).expect("Redis answers")
+}
+
+fn try_redis_cmd(port: u16, args: &[&str]) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     let mut req = format!("*{}\r\n", args.len());
     for a in args {
         req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes()).ok()?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    line.trim_end().to_string()
+    BufReader::new(s).read_line(&mut line).ok()?;
+    Some(line.trim_end().to_string())
 }
 
 /// `doorbell serve --redis` on a free port.
@@ -122,8 +142,12 @@ fn serve(dir: &Path, name: &str, redis_port: u16, key_file: &Path) -> (Proc, u16
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let p = Proc { child, log };
+    let mut p = Proc { child, log };
     wait_for_port(port, "doorbell serve", &|| p.log());
+    std::thread::sleep(Duration::from_millis(100));
+    if let Some(status) = p.child.try_wait().unwrap() {
+        panic!("doorbell serve exited ({status}):\n{}", p.log());
+    }
     (p, port)
 }
 
@@ -287,6 +311,69 @@ async fn two_instances_share_one_fleet_through_redis_and_survive_losing_one() {
         assert!(start.elapsed() < WAIT, "{m}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_keeps_local_watches_and_refuses_new_ones_clearly() {
+    common::init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut redis, redis_port) = redis_server(dir.path());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let server = doorbell::server::start(
+        "127.0.0.1:0",
+        doorbell::server::ServerSettings {
+            viewer_ice_servers: vec![],
+            fleet: doorbell::server::device_relay::FleetSettings {
+                devices: vec![DEVICE.into(), "door-2".into()],
+                token_key: Some(TokenKey::new(Secret::new(KEY)).unwrap()),
+                redis: Some(format!("redis://127.0.0.1:{redis_port}")),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        cancel.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "the server does not start: {e}\nredis log:\n{}",
+            redis.log()
+        )
+    });
+    let port = server.addr.port();
+    let mut device = FakeDevice::connect(port, DEVICE).await.unwrap();
+    let mut viewer = Seed002Viewer::connect(port, &token()).await.unwrap();
+    viewer
+        .send("watch_request", Some("r1"), json!({ "device_id": DEVICE }))
+        .await;
+    let (ready, _) = viewer.until("watch_ready").await;
+    let session = ready["payload"]["session_id"].as_str().unwrap().to_string();
+    device.until("watch_request").await;
+
+    // Redis goes away.
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    // The watch whose two sides are here goes on: offer and answer pass.
+    let sdp =
+        |kind: &str| json!({ "session_id": session, "sdp": { "type": kind, "sdp": "v=0\r\n" } });
+    viewer.send("signal_offer", None, sdp("offer")).await;
+    assert_eq!(device.until("signal_offer").await["payload"], sdp("offer"));
+    device.send("signal_answer", sdp("answer")).await;
+    let (answer, _) = viewer.until("signal_answer").await;
+    assert_eq!(answer["payload"], sdp("answer"));
+    // New ones are refused with the reason: a device's hello (it will try
+    // again) and a watch.
+    assert_eq!(
+        FakeDevice::connect(port, "door-2").await.err(),
+        Some((Some(1011), "Server error".into()))
+    );
+    viewer
+        .send("watch_request", Some("r2"), json!({ "device_id": DEVICE }))
+        .await;
+    let (e, _) = viewer.until("error").await;
+    assert_eq!(e["request_id"], "r2");
+    assert_eq!(e["payload"]["message"], "Server error");
+    cancel.cancel();
 }
 
 #[test]

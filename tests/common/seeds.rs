@@ -203,6 +203,68 @@ impl Seed002Viewer {
     }
 }
 
+/// A device speaking seed 002 from a raw socket.
+pub struct FakeDevice {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// How a raw socket ended: its close code and reason.
+pub type Closed = (Option<u16>, String);
+
+impl FakeDevice {
+    pub async fn connect(port: u16, id: &str) -> Result<FakeDevice, Closed> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/device"))
+            .await
+            .expect("device socket");
+        let mut d = FakeDevice { ws };
+        d.send("hello", json!({ "device_id": id })).await;
+        match d.next().await {
+            Ok(m) if m["type"] == "hello_ack" => {
+                assert_eq!(m["payload"]["device_id"], id);
+                Ok(d)
+            }
+            Ok(m) => panic!("expected hello_ack, got {m}"),
+            Err(c) => Err(c),
+        }
+    }
+
+    pub async fn send(&mut self, kind: &str, payload: Value) {
+        let m = json!({ "type": kind, "ts": "2026-01-01T00:00:00.000Z", "payload": payload });
+        let _ = self.ws.send(WsMessage::Text(m.to_string().into())).await;
+    }
+
+    pub async fn next(&mut self) -> Result<Value, Closed> {
+        loop {
+            let item = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message from the server in time");
+            match item {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Ok(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Some(Ok(WsMessage::Close(f))) => {
+                    return Err(f.map_or((None, String::new()), |f| {
+                        (Some(u16::from(f.code)), f.reason.to_string())
+                    }))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Err((None, String::new())),
+            }
+        }
+    }
+
+    pub async fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.next().await.expect("the device socket stays open");
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+}
+
 /// A candidate line as a page trickles it.
 pub fn candidate_json(c: &IceCandidate) -> Value {
     json!({
