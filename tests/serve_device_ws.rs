@@ -510,3 +510,71 @@ async fn the_ring_link_leads_the_owner_through_sign_in_to_our_page_in_chromium()
     assert!((freq - f64::from(VIEWER_TONE_HZ)).abs() < 20.0, "{freq} Hz");
     assert!(bell.stop().success());
 }
+
+/// TURN credentials only inside a session, minted for each side: the
+/// viewer's in `watch_ready`, the device's in its `watch_request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_side_of_a_session_gets_turn_credentials_of_its_own() {
+    use doorbell::turn::TurnRest;
+    let cancel = CancellationToken::new();
+    let server = doorbell::server::start(
+        "127.0.0.1:0",
+        ServerSettings {
+            viewer_ice_servers: vec![],
+            viewer_turn: Some(std::sync::Arc::new(TurnRest {
+                urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+                secret: Secret::new("s3cret"),
+                ttl: Duration::from_secs(600),
+            })),
+            fleet: FleetSettings {
+                devices: vec![DEVICE.into()],
+                token_key: Some(key()),
+                ..FleetSettings::default()
+            },
+            ..ServerSettings::default()
+        },
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let port = server.addr.port();
+    let mut device = FakeDevice::connect(port, DEVICE).await.unwrap();
+    let mut viewer = Seed002Viewer::connect(port, &server.owner_token(DEVICE).0)
+        .await
+        .unwrap();
+    viewer
+        .send("watch_request", Some("r"), json!({ "device_id": DEVICE }))
+        .await;
+    let (ready, _) = viewer.until("watch_ready").await;
+    let session = ready["payload"]["session_id"].as_str().unwrap().to_string();
+    let request = device.until("watch_request").await;
+    let turn_of = |m: &Value| m["payload"]["ice_servers"][0].clone();
+    let (mine, its) = (turn_of(&ready), turn_of(&request));
+    assert_eq!(mine["urls"], json!(["turn:127.0.0.1:3478?transport=udp"]));
+    assert_eq!(mine["credentialType"], "password");
+    let short = &session[..8];
+    assert!(
+        mine["username"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":viewer_owner_{short}")),
+        "{mine}"
+    );
+    assert!(
+        its["username"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":device_{short}")),
+        "{its}"
+    );
+    assert_ne!(mine["credential"], its["credential"]);
+    // Nothing public lists them.
+    let config: Value = reqwest::get(format!("http://{}/config.json", server.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["iceServers"], json!([]), "{config}");
+    cancel.cancel();
+}

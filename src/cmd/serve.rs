@@ -169,7 +169,7 @@ fn fleet(args: &Args) -> anyhow::Result<FleetSettings> {
     {
         tracing::warn!(
             device = %d,
-            "this device id is not URL-safe (A-Z a-z 0-9 - _ . ~): its ring link cannot be opened"
+            "this device id is not URL-safe (A-Z a-z 0-9 - _ . : ~): its ring link cannot be opened"
         );
     }
     let token_key = match crate::secret::load(

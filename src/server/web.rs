@@ -54,13 +54,14 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap) -> IpAddr {
 }
 
 /// A device id that may stand in a URL path as it is (the ring link
-/// `/watch/{device_id}`, and the page to go to after signing in).
+/// `/watch/{device_id}`, and the page to go to after signing in): the
+/// characters the doorbell allows in `signaling.device_id`, and `~`.
 pub fn link_safe(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':'))
 }
 
 /// Refusals of abusers, logged at warn level once a minute per address and
@@ -96,7 +97,7 @@ mod tests {
 
     #[test]
     fn only_url_safe_device_ids_make_links() {
-        assert!(link_safe("door-1") && link_safe("kitchen-cam-001"));
+        assert!(link_safe("door-1") && link_safe("kitchen-cam-001") && link_safe("site:door.2"));
         assert!(!link_safe("") && !link_safe("a/b") && !link_safe("a?b") && !link_safe("é"));
     }
 
