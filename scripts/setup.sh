@@ -14,7 +14,9 @@ setup_deps() {
         # coturn: a real TURN server (tests/turn.rs). faketime: a wall clock
         # that steps, iproute2: network namespaces (tests/faults.rs). ffmpeg:
         # ffprobe checks every picture and recording the doorbell writes.
-        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd openssl coturn faketime iproute2 ffmpeg)
+        # redis-server: two `doorbell serve --redis` sharing a fleet
+        # (tests/fleet_redis.rs; the test starts its own, on loopback).
+        packages+=(chromium python3-venv pulseaudio libasound2-plugins systemd openssl coturn faketime iproute2 ffmpeg redis-server)
         command -v npm >/dev/null 2>&1 || packages+=(npm)
     fi
     local missing=() p

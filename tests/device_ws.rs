@@ -9,13 +9,8 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 use common::lab::{browser, event_names, gated_tone, microphone_file, Daemon};
-use common::seeds::{
-    candidate_from, candidate_json, decode_frames, split_candidates, Next, Seed002Viewer,
-    SeedServer,
-};
+use common::seeds::{decode_frames, Seed002Viewer, SeedServer, Watch};
 use common::{talk_tone, WAIT};
-use doorbell::peer::viewer::{ViewerOptions, ViewerPeer, ViewerStreams};
-use doorbell::peer::PeerSettings;
 
 const DEVICE: &str = "door-1";
 const TOKEN: &str = "owner-token";
@@ -64,18 +59,6 @@ async fn until_connected(bell: &Daemon, n: usize) {
     .await;
 }
 
-/// A watch from a seed-002 viewer, up to the answer and the trickled
-/// candidates: the viewer's own candidates go one by one after its offer,
-/// the doorbell's come the same way after its answer.
-struct Watch {
-    viewer: Seed002Viewer,
-    session: String,
-    peer: ViewerPeer,
-    streams: ViewerStreams,
-    answer: String,
-    doorbell_candidates: usize,
-}
-
 async fn watch(server: &SeedServer) -> Watch {
     watch_with(server, false).await
 }
@@ -83,100 +66,9 @@ async fn watch(server: &SeedServer) -> Watch {
 /// [`watch`], with the ICE servers of `watch_ready` and, when `relay_only`,
 /// relayed candidates only.
 async fn watch_with(server: &SeedServer, relay_only: bool) -> Watch {
-    let mut viewer = Seed002Viewer::connect(server.port, TOKEN)
-        .await
-        .expect("the owner's token is good");
-    assert_eq!(viewer.user_id, "42");
-    viewer
-        .send(
-            "watch_request",
-            Some("req-1"),
-            json!({ "device_id": DEVICE }),
-        )
-        .await;
-    let (ready, _) = viewer.until("watch_ready").await;
-    assert_eq!(ready["request_id"], "req-1", "{ready}");
-    let session = ready["payload"]["session_id"].as_str().unwrap().to_string();
-    let ice_servers = doorbell::signaling::device_ws::ice_servers(&ready["payload"]["ice_servers"])
-        .expect("watch_ready's ICE servers");
-    let (peer, streams, offer) = ViewerPeer::offer(
-        &PeerSettings {
-            ice_servers,
-            include_loopback: true,
-            relay_only,
-            ..Default::default()
-        },
-        ViewerOptions::default(),
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("viewer offer");
-    let (bare, candidates) = split_candidates(&offer);
-    assert!(!candidates.is_empty(), "the viewer gathered candidates");
-    viewer
-        .send(
-            "signal_offer",
-            None,
-            json!({ "session_id": session, "sdp": { "type": "offer", "sdp": bare } }),
-        )
-        .await;
-    for c in &candidates {
-        viewer
-            .send(
-                "signal_ice",
-                None,
-                json!({ "session_id": session, "candidate": candidate_json(c) }),
-            )
-            .await;
-    }
-    viewer
-        .send(
-            "signal_ice",
-            None,
-            json!({ "session_id": session, "candidate": null }),
-        )
-        .await;
-    let mut answer = None;
-    let mut early = Vec::new();
-    let mut doorbell_candidates = 0;
-    loop {
-        let m = match viewer.next().await {
-            Next::Message(m) => m,
-            Next::Closed(c) => panic!("the viewer's socket closed ({c:?})"),
-        };
-        assert_eq!(m["payload"]["session_id"], session.as_str(), "{m}");
-        match m["type"].as_str() {
-            Some("signal_answer") => {
-                let sdp = m["payload"]["sdp"]["sdp"].as_str().unwrap().to_string();
-                assert_eq!(m["payload"]["sdp"]["type"], "answer");
-                peer.accept(&sdp).await.expect("the answer is accepted");
-                for c in early.drain(..) {
-                    peer.add_candidate(c).await.expect("a usable candidate");
-                }
-                answer = Some(sdp);
-            }
-            Some("signal_ice") => match candidate_from(&m["payload"]["candidate"]) {
-                Some(c) => {
-                    doorbell_candidates += 1;
-                    if answer.is_some() {
-                        peer.add_candidate(c).await.expect("a usable candidate");
-                    } else {
-                        early.push(c);
-                    }
-                }
-                None => break,
-            },
-            _ => panic!("unexpected {m}"),
-        }
-    }
-    Watch {
-        viewer,
-        session,
-        peer,
-        streams,
-        answer: answer.expect("the answer came before the end of candidates"),
-        doorbell_candidates,
-    }
+    let w = Watch::open(server.port, TOKEN, DEVICE, relay_only).await;
+    assert_eq!(w.viewer.user_id, "42");
+    w
 }
 
 /// `doorbell check` on the daemon's own config: its signaling line.

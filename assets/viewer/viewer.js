@@ -17,8 +17,10 @@
 // talk" is switched on (see the talk section below). The visitor is always
 // heard.
 //
-// Query: ?room=NAME (required). &processing=off turns off echo cancellation,
-// noise suppression and gain control (measurements and tests only).
+// Query: ?room=NAME (the room protocol), ?session=ID (seed 004's SSE
+// sessions), or the page is at /watch/DEVICE (seed 002's device sockets,
+// optionally ?token=). &processing=off turns off echo cancellation, noise
+// suppression and gain control (measurements and tests only).
 // &stamps=1 reads the doorbell's capture stamp off every picture shown
 // (measurements only; see readStamps below).
 "use strict";
@@ -28,6 +30,11 @@ const params = new URLSearchParams(location.search);
 const room = params.get("room");
 // Seed 004's SSE sessions: the link names a session instead of a room.
 const session = params.get("session");
+// Seed 002's device sockets: the ring link is the server's /watch/DEVICE.
+const watchDevice = (() => {
+  const m = location.pathname.match(/\/watch\/([^/]+)$/);
+  return m ? decodeURIComponent(m[1]) : null;
+})();
 const GATHER_CAP_MS = 3000;
 // A media connection that stays "disconnected" this long is given up for a
 // new one (the browser itself waits much longer before "failed").
@@ -253,16 +260,44 @@ function readStamps(video) {
   video.requestVideoFrameCallback(onFrame);
 }
 
+// What the page offers: the door's video to receive, and the owner's
+// microphone both ways (receive only without one). The microphone's track.
+function offerTransceivers(pc) {
+  pc.addTransceiver("video", { direction: "recvonly" });
+  const track = state.mic && state.mic.getAudioTracks()[0];
+  if (track) pc.addTransceiver(track, { direction: "sendrecv", streams: [state.mic] });
+  else pc.addTransceiver("audio", { direction: "recvonly" });
+  return track;
+}
+
+// The connection's states on the page, for the seeds' sessions (no coming
+// back: a connection lost for good ends the call).
+function followConnection(pc) {
+  pc.onconnectionstatechange = () => {
+    if (pc !== state.pc) return;
+    clearTimeout(state.disconnectTimer);
+    switch (pc.connectionState) {
+      case "connected":
+        state.everConnected = true;
+        show("connected", "Connected to the door", state.mic ? "" : $("note").textContent);
+        break;
+      case "disconnected":
+        state.disconnectTimer = setTimeout(() => end("ended", "The call is over.", ""), GIVE_UP_MS);
+        break;
+      case "failed":
+        end("error", "The connection to the door failed.", "The doorbell may be on a network your phone cannot reach (a TURN server helps).");
+        break;
+    }
+  };
+}
+
 async function call(sio) {
   closePeer();
   const pc = new RTCPeerConnection({ iceServers: await iceServers() });
   if (state.ended || sio !== state.ws) { pc.close(); return; }
   state.pc = pc;
   state.sessions += 1;
-  pc.addTransceiver("video", { direction: "recvonly" });
-  const track = state.mic && state.mic.getAudioTracks()[0];
-  if (track) pc.addTransceiver(track, { direction: "sendrecv", streams: [state.mic] });
-  else pc.addTransceiver("audio", { direction: "recvonly" });
+  const track = offerTransceivers(pc);
   showDoor(pc);
   pc.onconnectionstatechange = () => {
     if (pc !== state.pc) return;
@@ -490,22 +525,7 @@ async function sseAnswer(me, from, offer) {
   const send = (type, payload) => ssePost(`message/${session}/${me}`, { type, payload, target: from });
   pc.onicecandidate = (e) => { send("ice-candidate", e.candidate ? e.candidate.toJSON() : null); };
   showDoor(pc);
-  pc.onconnectionstatechange = () => {
-    if (pc !== state.pc) return;
-    clearTimeout(state.disconnectTimer);
-    switch (pc.connectionState) {
-      case "connected":
-        state.everConnected = true;
-        show("connected", "Connected to the door", state.mic ? "" : $("note").textContent);
-        break;
-      case "disconnected":
-        state.disconnectTimer = setTimeout(() => end("ended", "The call is over.", ""), GIVE_UP_MS);
-        break;
-      case "failed":
-        end("error", "The connection to the door failed.", "The doorbell may be on a network your phone cannot reach (a TURN server helps).");
-        break;
-    }
-  };
+  followConnection(pc);
   await pc.setRemoteDescription(offer);
   const track = state.mic && state.mic.getAudioTracks()[0];
   for (const t of pc.getTransceivers()) {
@@ -555,13 +575,133 @@ async function startSse() {
   };
 }
 
+// --- Seed 002's device sockets (a `/watch/DEVICE` link) ---
+//
+// The server sent this page to the signed-in owner (or the link carries a
+// token, `?token=`): the page gets a viewer token for this device, says
+// hello with it on /ws/viewer, asks to watch, and offers (in seed 002 the
+// viewer offers); candidates trickle both ways as signal_ice (null ends
+// them). Hang up sends end_watch. Messages are handled one at a time, in
+// order.
+const WATCH_REQUEST = "watch-1";
+
+async function watchToken() {
+  const given = params.get("token");
+  if (given) return given;
+  const r = await fetch(location.pathname.replace(/\/$/, "") + "/token", { method: "POST", cache: "no-store" });
+  if (r.status === 401) {
+    location.href = "../login?next=watch/" + encodeURIComponent(watchDevice);
+    return null;
+  }
+  if (!r.ok) throw new Error(`the server answered ${r.status}`);
+  return (await r.json()).token;
+}
+
+async function watchOffer(iceServers, send) {
+  closePeer();
+  const pc = new RTCPeerConnection({ iceServers });
+  state.pc = pc;
+  state.sessions += 1;
+  offerTransceivers(pc);
+  showDoor(pc);
+  followConnection(pc);
+  pc.onicecandidate = (e) => send("signal_ice", { candidate: e.candidate ? e.candidate.toJSON() : null });
+  await pc.setLocalDescription(await pc.createOffer());
+  send("signal_offer", { sdp: { type: pc.localDescription.type, sdp: pc.localDescription.sdp } });
+  show("ringing", "Ringing the door…");
+}
+
+async function startWatch() {
+  let token;
+  try {
+    token = await watchToken();
+  } catch (e) {
+    end("error", "Could not get a pass to watch the door.", String(e));
+    return;
+  }
+  if (!token) return;
+  const url = new URL("../ws/viewer", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.search = "";
+  const ws = new WebSocket(url);
+  const send = (type, payload, requestId) => {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const m = { type, ts: new Date().toISOString(), payload };
+    if (requestId) m.request_id = requestId;
+    ws.send(JSON.stringify(m));
+  };
+  let watch = null; // the session id, once ready
+  const inWatch = (type, payload) => send(type, Object.assign({ session_id: watch }, payload));
+  // Hang up says `bye` in the room vocabulary: here that is end_watch.
+  state.ws = {
+    emit(event) { if (event === "bye" && watch) inWatch("end_watch", {}); },
+    close() { try { ws.close(); } catch (_) { /* already closed */ } },
+  };
+  state.early = [];
+  $("hangup").disabled = false;
+  const heartbeat = setInterval(() => send("heartbeat", {}), 30000);
+  const onMessage = async (data) => {
+    if (state.ended) return;
+    let m;
+    try { m = JSON.parse(data); } catch (_) { return; }
+    const p = m.payload || {};
+    switch (m.type) {
+      case "hello_ack":
+        send("watch_request", { device_id: watchDevice }, WATCH_REQUEST);
+        show("ringing", "Asking the door…");
+        break;
+      case "watch_ready":
+        watch = p.session_id;
+        await watchOffer(Array.isArray(p.ice_servers) ? p.ice_servers : [], inWatch);
+        break;
+      case "signal_answer":
+        if (state.pc && p.session_id === watch && p.sdp) {
+          await state.pc.setRemoteDescription(p.sdp);
+          if (state.name !== "connected") show("answered", "Connecting to the door…");
+          for (const c of state.early.splice(0)) await state.pc.addIceCandidate(c).catch(() => {});
+        }
+        break;
+      case "signal_ice":
+        if (p.session_id !== watch) break;
+        if (state.pc && state.pc.remoteDescription) await state.pc.addIceCandidate(p.candidate || null).catch(() => {});
+        else if (p.candidate) state.early.push(p.candidate);
+        break;
+      case "watch_ended":
+        if (p.session_id === watch) {
+          watch = null;
+          end("ended", "The doorbell ended the call.", "");
+        }
+        break;
+      case "error":
+        if (m.request_id === WATCH_REQUEST) {
+          const offline = p.message === "Device is offline";
+          end("error", offline ? "The doorbell is not connected." : "The door cannot be watched.", offline ? "Try again in a moment." : p.message || "");
+        }
+        break;
+    }
+  };
+  let chain = Promise.resolve();
+  ws.onopen = () => send("hello", { token });
+  ws.onmessage = (m) => {
+    chain = chain.then(() => onMessage(String(m.data))).catch((e) => end("error", "The doorbell's answer was not usable.", String(e)));
+  };
+  ws.onerror = () => {};
+  ws.onclose = (e) => {
+    clearInterval(heartbeat);
+    if (state.ended) return;
+    if (e.code === 1008) end("error", "The server did not let this page watch.", e.reason === "Invalid token" ? "The pass to watch has expired: reload the page." : e.reason);
+    else if (!mediaUp()) end("error", "Lost the connection to the server.", "");
+    // With the media up the call goes on; hanging up then only closes it here.
+  };
+}
+
 async function main() {
-  const name = room || session;
+  const name = room || session || watchDevice;
   if (!name || (session && !/^[A-Za-z0-9_-]{1,128}$/.test(session))) {
     show("error", "This link has no room.", "Open the link from the doorbell's message.");
     return;
   }
-  state.seat = seatFor(room ? room : "sse:" + session);
+  state.seat = seatFor(room ? room : session ? "sse:" + session : "watch:" + watchDevice);
   show("connecting", "Connecting…");
   $("hangup").onclick = hangUp;
   setUpTalk();
@@ -569,7 +709,7 @@ async function main() {
   // A new network (Wi-Fi to mobile data): if the media does not survive it,
   // come back on the new one at once rather than after the browser notices.
   const networkChanged = () => setTimeout(() => {
-    if (session && !room) return; // SSE sessions: no coming back yet
+    if (!room) return; // the seeds' sessions: no coming back yet
     if (state.everConnected && !state.ended && (!state.pc || state.pc.connectionState !== "connected")) comeBack();
   }, 1000);
   window.addEventListener("online", networkChanged);
@@ -579,8 +719,9 @@ async function main() {
   updateTalk(); // muted until asked for
   $("talk").disabled = !state.mic;
   $("opentalk").disabled = !state.mic;
-  if (session && !room) startSse();
-  else startSignaling();
+  if (room) startSignaling();
+  else if (session) startSse();
+  else startWatch();
 }
 
 main();

@@ -4,8 +4,10 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::{init_logging, shutdown_on_signals};
+use crate::server::device_relay::{rules::Limits, FleetSettings};
 use crate::server::owner::{LoginLimits, PasswordHashString};
-use crate::server::{self, rooms::Limits, OwnerSettings, ServerSettings};
+use crate::server::viewer_token::{self, TokenKey};
+use crate::server::{self, rooms, OwnerSettings, ServerSettings};
 use crate::spec::ice::IceServer;
 use crate::turn::TurnRest;
 use std::sync::Arc;
@@ -32,10 +34,10 @@ pub struct Args {
     #[arg(long, default_value = "1h", value_parser = crate::spec::duration::parse)]
     pub turn_ttl: std::time::Duration,
     /// Most rooms open at once.
-    #[arg(long, default_value_t = Limits::default().max_rooms)]
+    #[arg(long, default_value_t = rooms::Limits::default().max_rooms)]
     pub max_rooms: usize,
     /// Most rooms opened from one address that exist at once.
-    #[arg(long, default_value_t = Limits::default().max_rooms_per_address)]
+    #[arg(long, default_value_t = rooms::Limits::default().max_rooms_per_address)]
     pub max_rooms_per_address: usize,
     /// How long a viewer whose connection dropped (page reload, phone
     /// changing networks) keeps its place in the ring; at least the
@@ -43,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = crate::spec::duration::parse)]
     pub rejoin_grace: std::time::Duration,
     /// Most `join`s a client may send per minute.
-    #[arg(long, default_value_t = Limits::default().joins_per_minute)]
+    #[arg(long, default_value_t = rooms::Limits::default().joins_per_minute)]
     pub joins_per_minute: usize,
     /// Most clients connected at once.
     #[arg(long, default_value_t = 1000)]
@@ -77,6 +79,41 @@ pub struct Args {
     /// $DOORBELL_LOOK_KEY or the systemd credential `look-key`.
     #[arg(long, value_name = "FILE")]
     pub look_key_file: Option<std::path::PathBuf>,
+    /// A device that may connect to /ws/device (seed 002's `device_id`),
+    /// repeatable. Unknown devices are closed with 1008.
+    #[arg(long = "device", value_name = "ID")]
+    pub devices: Vec<String>,
+    /// File with more devices that may connect: one `device_id` a line,
+    /// blank lines and `#` comments ignored.
+    #[arg(long, value_name = "FILE")]
+    pub devices_file: Option<std::path::PathBuf>,
+    /// File (mode 0600) with the key that signs and checks viewer tokens
+    /// (HS256 JWTs, at least 32 characters); also taken from
+    /// $DOORBELL_VIEWER_TOKEN_KEY or the systemd credential
+    /// `viewer-token-key`. Without one, a random key for this process:
+    /// tokens minted here work only here.
+    #[arg(long, value_name = "FILE")]
+    pub viewer_token_key_file: Option<std::path::PathBuf>,
+    /// How long a viewer token minted for the signed-in owner is accepted
+    /// at `hello` (a watch already open goes on).
+    #[arg(long, default_value = "10m", value_parser = crate::spec::duration::parse)]
+    pub viewer_token_ttl: std::time::Duration,
+    /// The devices' heartbeat period (their `signaling.heartbeat`): a
+    /// device silent for two and a half of them is dropped.
+    #[arg(long, default_value = "30s", value_parser = crate::spec::duration::parse)]
+    pub device_heartbeat: std::time::Duration,
+    /// Most messages one seed-002 socket may send per minute.
+    #[arg(long, default_value_t = Limits::default().messages_per_minute)]
+    pub ws_messages_per_minute: usize,
+    /// Most watch sessions open at once per viewer socket and per device.
+    #[arg(long, default_value_t = Limits::default().sessions_per_viewer)]
+    pub max_watches: usize,
+    /// Share seed 002's devices, sessions and messages with the other
+    /// instances of `doorbell serve` through Redis (`redis://HOST:PORT[/DB]`),
+    /// so that several instances behind a load balancer serve one fleet.
+    /// Every instance needs the same --device list and token key.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     /// Log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -108,6 +145,90 @@ fn owner(args: &Args) -> anyhow::Result<Option<OwnerSettings>> {
             session_ttl: args.owner_session_ttl,
         },
     }))
+}
+
+/// Seed 002's settings: the devices, the viewer token key, the limits.
+fn fleet(args: &Args) -> anyhow::Result<FleetSettings> {
+    let mut devices = args.devices.clone();
+    if let Some(path) = &args.devices_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--devices-file {}: {e}", path.display()))?;
+        devices.extend(parse_devices(&text));
+    }
+    if let Some(bad) = devices
+        .iter()
+        .find(|d| !crate::signaling::device_ws::valid_id(d))
+    {
+        anyhow::bail!(
+            "--device {bad:?}: a device id is 1 to 128 characters, none of them control characters"
+        );
+    }
+    for d in devices
+        .iter()
+        .filter(|d| !server::device_relay::link_safe(d))
+    {
+        tracing::warn!(
+            device = %d,
+            "this device id is not URL-safe (A-Z a-z 0-9 - _ . : ~): its ring link cannot be opened"
+        );
+    }
+    let token_key = match crate::secret::load(
+        viewer_token::KEY_ENV,
+        args.viewer_token_key_file.as_deref(),
+        viewer_token::KEY_CREDENTIAL,
+    )
+    .map_err(|e| anyhow::anyhow!("--viewer-token-key-file: {e}"))?
+    {
+        Some((key, from)) => {
+            crate::redact::add(key.expose());
+            let key = TokenKey::new(key)
+                .map_err(|e| anyhow::anyhow!("the viewer token key from {from}: {e}"))?;
+            tracing::info!("viewer token key from {from}");
+            Some(key)
+        }
+        None if args.redis.is_some() => anyhow::bail!(
+            "--redis needs --viewer-token-key-file (or ${} or the systemd credential {}): \
+             every instance must accept the tokens the others mint",
+            viewer_token::KEY_ENV,
+            viewer_token::KEY_CREDENTIAL
+        ),
+        None => None,
+    };
+    if !devices.is_empty() {
+        tracing::info!(devices = devices.len(), "seed 002: devices registered");
+    }
+    // A password in the Redis URL is a secret like the others.
+    if let Some(password) = args
+        .redis
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.password().map(str::to_string))
+    {
+        crate::redact::add(&password);
+    }
+    let watches = args.max_watches.max(1);
+    Ok(FleetSettings {
+        devices,
+        token_key,
+        token_ttl: args.viewer_token_ttl,
+        limits: Limits {
+            messages_per_minute: args.ws_messages_per_minute.max(10),
+            sessions_per_viewer: watches,
+            sessions_per_device: watches,
+            device_silence: args.device_heartbeat * 5 / 2,
+            ..Limits::default()
+        },
+        redis: args.redis.clone(),
+    })
+}
+
+/// The device ids of a devices file: one a line, `#` comments.
+pub fn parse_devices(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `turn:user:pass@host:3478` -> an ICE server with credentials.
@@ -185,10 +306,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "a look key without an owner password: \"Look now\" is on the owner page, which is off"
         );
     }
+    let fleet = fleet(&args)?;
     let cancel = CancellationToken::new();
     shutdown_on_signals(cancel.clone());
     let settings = ServerSettings {
-        limits: Limits {
+        limits: rooms::Limits {
             max_rooms: args.max_rooms,
             max_rooms_per_address: args.max_rooms_per_address,
             joins_per_minute: args.joins_per_minute,
@@ -201,6 +323,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         owner,
         history_dir: args.history_dir.clone(),
         look_key,
+        fleet,
     };
     let server = server::start(&args.listen, settings, cancel.clone()).await?;
     eprintln!(
@@ -230,5 +353,13 @@ mod tests {
         assert!(s.username.is_empty());
         assert!(parse_ice_server("http://x").is_err());
         assert!(parse_ice_server("turn:nopass@x:1").is_err());
+    }
+
+    #[test]
+    fn a_devices_file_has_one_id_a_line_and_comments() {
+        assert_eq!(
+            parse_devices("# the fleet\ndoor-1\n\n  kitchen-cam-001  # the back door\n"),
+            ["door-1", "kitchen-cam-001"]
+        );
     }
 }

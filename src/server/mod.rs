@@ -18,10 +18,14 @@
 //! live view (`look`; it answers `look_started` with the room, or
 //! `look_refused`), then sends the owner to the viewer page of that room.
 
+pub mod device_relay;
+pub mod fleet;
+pub mod fleet_redis;
 pub mod owner;
 mod owner_pages;
 pub mod rooms;
 pub mod sse_relay;
+pub mod viewer_token;
 mod web;
 
 use axum::extract::{ConnectInfo, State};
@@ -75,6 +79,9 @@ pub struct ServerSettings {
     /// The key the doorbell proves itself with (`doorbell_hello`); `None`:
     /// no "Look now" button.
     pub look_key: Option<crate::secret::Secret>,
+    /// Seed 002's devices, viewer tokens and limits, and where the fleet's
+    /// shared state is.
+    pub fleet: device_relay::FleetSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +101,7 @@ impl Default for ServerSettings {
             owner: None,
             history_dir: None,
             look_key: None,
+            fleet: device_relay::FleetSettings::default(),
         }
     }
 }
@@ -107,6 +115,8 @@ pub enum ServerError {
     },
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
 }
 
 /// The server's shared state.
@@ -608,6 +618,7 @@ fn arg(data: Result<Value, impl std::fmt::Display>) -> Option<Value> {
 pub struct Server {
     pub addr: SocketAddr,
     hub: Arc<Hub>,
+    relay: Arc<device_relay::DeviceRelay>,
 }
 
 impl Server {
@@ -619,6 +630,30 @@ impl Server {
     /// Number of members connected in `room`.
     pub fn members(&self, room: &str) -> usize {
         self.hub.table().members(room).len()
+    }
+
+    /// Seed-002 sockets open on this instance.
+    pub fn fleet_connections(&self) -> usize {
+        self.relay.connections()
+    }
+
+    /// A viewer token for the owner to watch `device` (as the ring link's
+    /// page gets one), and its expiry.
+    pub fn owner_token(&self, device: &str) -> (String, u64) {
+        self.relay.owner_token(device)
+    }
+}
+
+/// The fleet bus `settings` ask for: in memory, or shared through Redis.
+async fn fleet_bus(
+    settings: &device_relay::FleetSettings,
+    cancel: &CancellationToken,
+) -> Result<Arc<dyn fleet::FleetBus>, ServerError> {
+    let instance = crate::signaling::random_room()
+        .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
+    match &settings.redis {
+        None => Ok(Arc::new(fleet::MemoryBus::new(&instance))),
+        Some(url) => Ok(fleet_redis::RedisBus::connect(url, &instance, cancel.clone()).await?),
     }
 }
 
@@ -635,6 +670,7 @@ pub async fn start(
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let bus = fleet_bus(&settings.fleet, &cancel).await?;
     let hub = Arc::new(Hub {
         table: Mutex::new(RoomTable::new(settings.limits)),
         io: OnceLock::new(),
@@ -680,6 +716,28 @@ pub async fn start(
         },
         hub.refusals.clone(),
     );
+    let owner = hub
+        .settings
+        .owner
+        .as_ref()
+        .map(|o| Arc::new(owner::Owner::new(o.password.clone(), o.limits)));
+    // Seed 002's device and viewer sockets, and the ring link's page.
+    let relay = device_relay::DeviceRelay::new(
+        hub.settings.fleet.clone(),
+        device_relay::RelayParts {
+            bus,
+            ice_servers: hub.settings.viewer_ice_servers.clone(),
+            turn: hub.settings.viewer_turn.clone(),
+            owner: owner.clone(),
+            refusals: hub.refusals.clone(),
+            max_connections: hub.settings.max_connections,
+            max_connections_per_address: hub.settings.max_connections_per_address,
+            watch_page: INDEX_HTML
+                .replace("href=\"viewer.css\"", "href=\"../viewer.css\"")
+                .replace("src=\"viewer.js\"", "src=\"../viewer.js\""),
+            cancel: cancel.clone(),
+        },
+    );
     let app = Router::new()
         .route("/", get(page_index))
         .route("/viewer.js", get(page_js))
@@ -687,11 +745,7 @@ pub async fn start(
         .route("/config.json", get(page_config))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(owner_pages::router(owner_pages::Site {
-            owner: hub
-                .settings
-                .owner
-                .as_ref()
-                .map(|o| owner::Owner::new(o.password.clone(), o.limits)),
+            owner,
             refusals: hub.refusals.clone(),
             status: {
                 let hub = hub.clone();
@@ -717,6 +771,7 @@ pub async fn start(
             history_dir: hub.settings.history_dir.clone(),
         }))
         .merge(sse)
+        .merge(device_relay::router(relay.clone()))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(hub.clone())
         .layer(layer);
@@ -731,7 +786,11 @@ pub async fn start(
         }
     });
     tracing::info!(addr = %local, "signaling server listening");
-    Ok(Server { addr: local, hub })
+    Ok(Server {
+        addr: local,
+        hub,
+        relay,
+    })
 }
 
 const INDEX_HTML: &str = include_str!("../../assets/viewer/index.html");

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::owner::{cleared_cookie, session_cookie, token_in, Login, Owner};
-use super::web::{client_address, secure_headers, Refusals};
+use super::web::{client_address, link_safe, secure_headers, Refusals};
 
 /// What the owner's pages show of the server.
 pub struct Status {
@@ -34,7 +34,7 @@ pub type Look =
 /// The owner's pages' own state: the server gives it what they need.
 pub struct Site {
     /// `None`: no owner password, the pages are off.
-    pub owner: Option<Owner>,
+    pub owner: Option<Arc<Owner>>,
     pub refusals: Arc<Refusals>,
     pub status: Box<dyn Fn() -> Status + Send + Sync>,
     pub started: Instant,
@@ -80,7 +80,7 @@ fn over_tls(peer: IpAddr, headers: &HeaderMap) -> bool {
     })
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -93,10 +93,11 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     r
 }
 
-fn redirect(to: &'static str) -> Response {
+fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static(to));
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -119,22 +120,45 @@ fn off() -> Response {
     )
 }
 
-const LOGIN_FORM: &str = "<form method=\"post\" action=\"login\">\n\
-    <label for=\"password\">Password</label>\n\
-    <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required autofocus>\n\
-    <button type=\"submit\">Sign in</button>\n</form>";
-
-fn login_form(status: StatusCode, note: &str) -> Response {
+fn login_form(status: StatusCode, note: &str, next: Option<&str>) -> Response {
+    // Where to go once signed in (the ring link's page), carried through
+    // the form; only pages of ours (see `next_page`).
+    let next = next
+        .map(|n| {
+            format!(
+                "<input type=\"hidden\" name=\"next\" value=\"{}\">\n",
+                escape(n)
+            )
+        })
+        .unwrap_or_default();
     page(
         status,
         "Doorbell owner",
-        &format!("<p id=\"note\">{note}</p>\n{LOGIN_FORM}"),
+        &format!(
+            "<p id=\"note\">{note}</p>\n<form method=\"post\" action=\"login\">\n{next}\
+             <label for=\"password\">Password</label>\n\
+             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required autofocus>\n\
+             <button type=\"submit\">Sign in</button>\n</form>"
+        ),
     )
+}
+
+/// A page to go to after signing in: only a ring link's page
+/// (`watch/DEVICE`), never another site.
+fn next_page(next: &str) -> Option<&str> {
+    next.strip_prefix("watch/")
+        .filter(|d| link_safe(d) && !d.starts_with('.'))
+        .map(|_| next)
 }
 
 /// Whether the request carries a live owner session.
 fn signed_in(site: &Site, headers: &HeaderMap) -> bool {
-    let Some(owner) = site.owner.as_ref() else {
+    signed_in_as_owner(site.owner.as_deref(), headers)
+}
+
+/// Whether the request carries a live session of `owner`.
+pub(super) fn signed_in_as_owner(owner: Option<&Owner>, headers: &HeaderMap) -> bool {
+    let Some(owner) = owner else {
         return false;
     };
     headers
@@ -145,14 +169,24 @@ fn signed_in(site: &Site, headers: &HeaderMap) -> bool {
         .any(|t| owner.session(t, Instant::now()))
 }
 
-async fn get_login(State(site): State<Arc<Site>>, headers: HeaderMap) -> Response {
+#[derive(serde::Deserialize)]
+struct Next {
+    next: Option<String>,
+}
+
+async fn get_login(
+    State(site): State<Arc<Site>>,
+    axum::extract::Query(q): axum::extract::Query<Next>,
+    headers: HeaderMap,
+) -> Response {
     if site.owner.is_none() {
         return off();
     }
+    let next = q.next.as_deref().and_then(next_page);
     if signed_in(&site, &headers) {
-        return redirect("owner");
+        return redirect(next.unwrap_or("owner"));
     }
-    login_form(StatusCode::OK, "")
+    login_form(StatusCode::OK, "", next)
 }
 
 async fn post_login(
@@ -166,12 +200,16 @@ async fn post_login(
     };
     let from = client_address(peer.ip(), &headers);
     if body.len() > MAX_FORM_BYTES {
-        return login_form(StatusCode::PAYLOAD_TOO_LARGE, "That is not a login.");
+        return login_form(StatusCode::PAYLOAD_TOO_LARGE, "That is not a login.", None);
     }
-    let password = url::form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "password")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let field = |name: &str| {
+        url::form_urlencoded::parse(&body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let password = field("password").unwrap_or_default();
+    let next = field("next");
+    let next = next.as_deref().and_then(next_page);
     match owner.login(from, &password).await {
         Login::Opened(token) => {
             tracing::info!(addr = %from, "the owner signed in");
@@ -180,11 +218,11 @@ async fn post_login(
                 owner.limits().session_ttl,
                 over_tls(peer.ip(), &headers),
             );
-            with_cookie(redirect("owner"), cookie)
+            with_cookie(redirect(next.unwrap_or("owner")), cookie)
         }
         Login::Wrong => {
             tracing::info!(addr = %from, "a wrong owner password");
-            login_form(StatusCode::UNAUTHORIZED, "Wrong password.")
+            login_form(StatusCode::UNAUTHORIZED, "Wrong password.", next)
         }
         Login::Refused { retry_after } => {
             site.refusals.refused(
@@ -200,6 +238,7 @@ async fn post_login(
             let mut r = login_form(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!("Too many wrong passwords from your address: try again in {minutes} min."),
+                next,
             );
             if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -446,6 +485,21 @@ async fn post_logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_signing_in_only_a_ring_link_is_followed() {
+        assert_eq!(next_page("watch/door-1"), Some("watch/door-1"));
+        for bad in [
+            "//evil.example",
+            "https://evil.example/",
+            "watch/../owner",
+            "watch/a/b",
+            "owner",
+            "watch/",
+        ] {
+            assert_eq!(next_page(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn tls_is_believed_only_from_a_local_proxy() {

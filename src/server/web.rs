@@ -53,6 +53,17 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         .unwrap_or(peer)
 }
 
+/// A device id that may stand in a URL path as it is (the ring link
+/// `/watch/{device_id}`, and the page to go to after signing in): the
+/// characters the doorbell allows in `signaling.device_id`, and `~`.
+pub fn link_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':'))
+}
+
 /// Refusals of abusers, logged at warn level once a minute per address and
 /// limit and at debug level in between: a flood must not flood the journal.
 #[derive(Debug, Default)]
@@ -83,6 +94,12 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_url_safe_device_ids_make_links() {
+        assert!(link_safe("door-1") && link_safe("kitchen-cam-001") && link_safe("site:door.2"));
+        assert!(!link_safe("") && !link_safe("a/b") && !link_safe("a?b") && !link_safe("é"));
+    }
 
     #[test]
     fn forwarded_addresses_are_believed_only_from_this_machine() {

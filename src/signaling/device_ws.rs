@@ -83,27 +83,76 @@ pub enum Incoming {
     },
 }
 
+/// One seed-002 message, as both ends read it: `{type, request_id?, ts,
+/// payload}` with `type` a string and `payload` an object (absent or null
+/// read as empty). `ts` is not required here: the seed shows it on every
+/// message, but nothing depends on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub kind: String,
+    pub request_id: Option<String>,
+    pub payload: Map<String, Value>,
+}
+
+/// Reads the envelope of one message; the payload's fields are the
+/// caller's to check.
+pub fn envelope(text: &str) -> Result<Envelope, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(mut obj) = v else {
+        return Err("not a JSON object".into());
+    };
+    let kind = match obj.remove("type") {
+        Some(Value::String(k)) => k,
+        _ => return Err("no string `type`".into()),
+    };
+    let payload = match obj.remove("payload") {
+        Some(Value::Object(p)) => p,
+        None | Some(Value::Null) => Map::new(),
+        Some(_) => return Err(format!("{}: `payload` is not an object", clip(&kind))),
+    };
+    let request_id = match obj.remove("request_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) if r.len() <= MAX_ID && !r.chars().any(char::is_control) => Some(r),
+        Some(_) => return Err(format!("{}: unusable request_id", clip(&kind))),
+    };
+    Ok(Envelope {
+        kind,
+        request_id,
+        payload,
+    })
+}
+
+/// Writes one message: `type`, `request_id` when there is one, `ts`, `payload`.
+pub fn write(kind: &str, request_id: Option<&str>, payload: Value, ts: &str) -> String {
+    let mut m = json!({ "type": kind, "ts": ts, "payload": payload });
+    if let Some(r) = request_id {
+        m["request_id"] = json!(r);
+    }
+    m.to_string()
+}
+
+/// Whether `id` can be a device or session id: 1 to 128 characters, no
+/// control characters.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID && !id.chars().any(char::is_control)
+}
+
 /// Reads one message from the server. Every field is checked; a message
 /// that is not what the seed says is an error, never a panic.
 pub fn decode(text: &str) -> Result<Incoming, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    let kind = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("no string `type`")?;
-    let empty = Map::new();
-    let payload = match obj.get("payload") {
-        Some(Value::Object(p)) => p,
-        None | Some(Value::Null) => &empty,
-        Some(_) => return Err(format!("{kind}: `payload` is not an object")),
-    };
+    let Envelope {
+        kind,
+        request_id,
+        payload,
+    } = envelope(text)?;
+    let kind = kind.as_str();
+    let payload = &payload;
     let session = || -> Result<String, String> {
         let s = payload
             .get("session_id")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("{kind}: no session_id"))?;
-        if s.is_empty() || s.len() > MAX_ID || s.chars().any(|c| c.is_control()) {
+        if !valid_id(s) {
             return Err(format!("{kind}: unusable session_id"));
         }
         Ok(s.to_string())
@@ -161,10 +210,7 @@ pub fn decode(text: &str) -> Result<Incoming, String> {
                 .collect(),
         },
         "error" => Incoming::Error {
-            request_id: obj
-                .get("request_id")
-                .and_then(Value::as_str)
-                .map(|s| s.chars().take(MAX_ID).collect()),
+            request_id,
             message: payload
                 .get("message")
                 .and_then(Value::as_str)
@@ -183,7 +229,7 @@ fn clip(s: &str) -> String {
 
 /// A candidate as browsers write it (`RTCIceCandidateInit`); an empty
 /// `candidate` string is the end of candidates, like `null`.
-pub(crate) fn candidate(v: &Value) -> Result<Option<IceCandidate>, String> {
+pub fn candidate(v: &Value) -> Result<Option<IceCandidate>, String> {
     let o = v.as_object().ok_or("candidate is not an object")?;
     let line = o
         .get("candidate")
@@ -286,7 +332,27 @@ pub fn encode(message: &Outgoing, ts: &str) -> String {
         ),
         Outgoing::Presence(p) => ("device_presence", p.clone()),
     };
-    json!({ "type": kind, "ts": ts, "payload": payload }).to_string()
+    write(kind, None, payload, ts)
+}
+
+/// ICE servers as `RTCIceServer` entries, as the seed writes them: `urls`
+/// a list, `username`, `credential` and `credentialType` only with
+/// credentials.
+pub fn ice_servers_json(servers: &[IceServer]) -> Value {
+    Value::Array(
+        servers
+            .iter()
+            .map(|s| {
+                let mut o = json!({ "urls": s.urls });
+                if !s.username.is_empty() || !s.credential.is_empty() {
+                    o["username"] = json!(s.username);
+                    o["credential"] = json!(s.credential);
+                    o["credentialType"] = json!("password");
+                }
+                o
+            })
+            .collect(),
+    )
 }
 
 /// Now as ISO 8601 UTC with milliseconds (`2025-01-01T12:34:56.789Z`).

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use doorbell::media::h264::H264Decoder;
-use doorbell::peer::viewer::{ViewerPeer, ViewerStreams};
+use doorbell::peer::viewer::{ViewerOptions, ViewerPeer, ViewerStreams};
+use doorbell::peer::PeerSettings;
 use doorbell::signaling::protocol::IceCandidate;
 
 use super::WAIT;
@@ -202,6 +203,68 @@ impl Seed002Viewer {
     }
 }
 
+/// A device speaking seed 002 from a raw socket.
+pub struct FakeDevice {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// How a raw socket ended: its close code and reason.
+pub type Closed = (Option<u16>, String);
+
+impl FakeDevice {
+    pub async fn connect(port: u16, id: &str) -> Result<FakeDevice, Closed> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/device"))
+            .await
+            .expect("device socket");
+        let mut d = FakeDevice { ws };
+        d.send("hello", json!({ "device_id": id })).await;
+        match d.next().await {
+            Ok(m) if m["type"] == "hello_ack" => {
+                assert_eq!(m["payload"]["device_id"], id);
+                Ok(d)
+            }
+            Ok(m) => panic!("expected hello_ack, got {m}"),
+            Err(c) => Err(c),
+        }
+    }
+
+    pub async fn send(&mut self, kind: &str, payload: Value) {
+        let m = json!({ "type": kind, "ts": "2026-01-01T00:00:00.000Z", "payload": payload });
+        let _ = self.ws.send(WsMessage::Text(m.to_string().into())).await;
+    }
+
+    pub async fn next(&mut self) -> Result<Value, Closed> {
+        loop {
+            let item = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message from the server in time");
+            match item {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Ok(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Some(Ok(WsMessage::Close(f))) => {
+                    return Err(f.map_or((None, String::new()), |f| {
+                        (Some(u16::from(f.code)), f.reason.to_string())
+                    }))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Err((None, String::new())),
+            }
+        }
+    }
+
+    pub async fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.next().await.expect("the device socket stays open");
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+}
+
 /// A candidate line as a page trickles it.
 pub fn candidate_json(c: &IceCandidate) -> Value {
     json!({
@@ -257,6 +320,124 @@ pub fn split_candidates(sdp: &str) -> (String, Vec<IceCandidate>) {
         }
     }
     (bare, candidates)
+}
+
+/// A watch from a seed-002 viewer, up to the answer and the trickled
+/// candidates: the viewer's own candidates go one by one after its offer,
+/// the doorbell's come the same way after its answer.
+pub struct Watch {
+    pub viewer: Seed002Viewer,
+    pub session: String,
+    pub peer: ViewerPeer,
+    pub streams: ViewerStreams,
+    pub answer: String,
+    pub doorbell_candidates: usize,
+}
+
+impl Watch {
+    /// Connects to the seed-002 server on `port` with `token`, watches
+    /// `device` and offers; when `relay_only`, with relayed candidates only.
+    pub async fn open(port: u16, token: &str, device: &str, relay_only: bool) -> Watch {
+        let viewer = Seed002Viewer::connect(port, token)
+            .await
+            .expect("the owner's token is good");
+        Self::with(viewer, device, relay_only).await
+    }
+
+    /// [`Watch::open`] on a viewer already connected.
+    pub async fn with(mut viewer: Seed002Viewer, device: &str, relay_only: bool) -> Watch {
+        viewer
+            .send(
+                "watch_request",
+                Some("req-1"),
+                json!({ "device_id": device }),
+            )
+            .await;
+        let (ready, _) = viewer.until("watch_ready").await;
+        assert_eq!(ready["request_id"], "req-1", "{ready}");
+        let session = ready["payload"]["session_id"].as_str().unwrap().to_string();
+        let ice_servers =
+            doorbell::signaling::device_ws::ice_servers(&ready["payload"]["ice_servers"])
+                .expect("watch_ready's ICE servers");
+        let (peer, streams, offer) = ViewerPeer::offer(
+            &PeerSettings {
+                ice_servers,
+                include_loopback: true,
+                relay_only,
+                ..Default::default()
+            },
+            ViewerOptions::default(),
+            Duration::from_secs(3),
+        )
+        .await
+        .expect("viewer offer");
+        let (bare, candidates) = split_candidates(&offer);
+        assert!(!candidates.is_empty(), "the viewer gathered candidates");
+        viewer
+            .send(
+                "signal_offer",
+                None,
+                json!({ "session_id": session, "sdp": { "type": "offer", "sdp": bare } }),
+            )
+            .await;
+        for c in &candidates {
+            viewer
+                .send(
+                    "signal_ice",
+                    None,
+                    json!({ "session_id": session, "candidate": candidate_json(c) }),
+                )
+                .await;
+        }
+        viewer
+            .send(
+                "signal_ice",
+                None,
+                json!({ "session_id": session, "candidate": null }),
+            )
+            .await;
+        let mut answer = None;
+        let mut early = Vec::new();
+        let mut doorbell_candidates = 0;
+        loop {
+            let m = match viewer.next().await {
+                Next::Message(m) => m,
+                Next::Closed(c) => panic!("the viewer's socket closed ({c:?})"),
+            };
+            assert_eq!(m["payload"]["session_id"], session.as_str(), "{m}");
+            match m["type"].as_str() {
+                Some("signal_answer") => {
+                    let sdp = m["payload"]["sdp"]["sdp"].as_str().unwrap().to_string();
+                    assert_eq!(m["payload"]["sdp"]["type"], "answer");
+                    peer.accept(&sdp).await.expect("the answer is accepted");
+                    for c in early.drain(..) {
+                        peer.add_candidate(c).await.expect("a usable candidate");
+                    }
+                    answer = Some(sdp);
+                }
+                Some("signal_ice") => match candidate_from(&m["payload"]["candidate"]) {
+                    Some(c) => {
+                        doorbell_candidates += 1;
+                        if answer.is_some() {
+                            peer.add_candidate(c).await.expect("a usable candidate");
+                        } else {
+                            early.push(c);
+                        }
+                    }
+                    None => break,
+                },
+                _ => panic!("unexpected {m}"),
+            }
+        }
+        Watch {
+            viewer,
+            session,
+            peer,
+            streams,
+            answer: answer.expect("the answer came before the end of candidates"),
+            doorbell_candidates,
+        }
+    }
 }
 
 /// A seed-004 peer's event stream (`GET /events/:sessionId/:peerId`).
