@@ -46,19 +46,6 @@ async fn until_online(server: &SeedServer, hellos: u64) -> Value {
         .await
 }
 
-/// Until the doorbell has had `n` `hello_ack`s (the server counts a hello
-/// before the doorbell has read the answer: a press in between would find
-/// it not yet connected).
-async fn until_connected(bell: &Daemon, n: usize) {
-    common::eventually("the doorbell is connected", || {
-        bell.log()
-            .matches("connected to the signaling server as a device")
-            .count()
-            >= n
-    })
-    .await;
-}
-
 async fn watch(server: &SeedServer) -> Watch {
     watch_with(server, false).await
 }
@@ -242,7 +229,7 @@ async fn two_then_four_viewers_watch_one_ring_and_one_leaving_does_not_disturb_t
     common::init_logs();
     let server = server();
     let mut bell = Daemon::start(&config(&server, DEVICE));
-    until_connected(&bell, 1).await;
+    bell.until_device_connected(1).await;
     for (call, viewers) in [(1u64, 2usize), (2, 4)] {
         bell.press();
         let (_, mut seen_all) = bell.until("notified").await;
@@ -354,7 +341,7 @@ async fn a_lost_connection_comes_back_and_an_unknown_device_stops_trying() {
     let check = doorbell_check(&bell);
     assert!(check.contains("accepted"), "{check}");
     until_online(&server, 6).await;
-    until_connected(&bell, 5).await;
+    bell.until_device_connected(5).await;
     // A ring after all that works.
     bell.press();
     bell.until("notified").await;
@@ -392,7 +379,7 @@ async fn the_servers_page_in_chromium_watches_a_ring() {
     let server = server();
     let mut bell = Daemon::start(&config(&server, DEVICE));
     until_online(&server, 1).await;
-    until_connected(&bell, 1).await;
+    bell.until_device_connected(1).await;
     bell.press();
     let (notified, _) = bell.until("notified").await;
     let link = notified["link"].as_str().unwrap().to_string();
@@ -467,7 +454,7 @@ async fn the_sessions_turn_credentials_carry_a_relay_only_call() {
     );
     let mut bell = Daemon::start_exactly(dir, &text, None);
     until_online(&server, 1).await;
-    until_connected(&bell, 1).await;
+    bell.until_device_connected(1).await;
     bell.press();
     bell.until("notified").await;
     let mut w = watch_with(&server, true).await;
@@ -568,7 +555,7 @@ async fn garbage_from_the_server_is_logged_and_the_doorbell_keeps_ringing() {
     }
     // Connected again after the message that was too long (the server has
     // seen the hello; the doorbell must have had its ack too).
-    until_connected(&bell, 2).await;
+    bell.until_device_connected(2).await;
     // A ring, and a "viewer" whose offer is not SDP: the call ends with a
     // reason, and the next press rings again.
     bell.press();

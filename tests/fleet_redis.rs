@@ -207,16 +207,6 @@ fn token() -> String {
     )
 }
 
-async fn until_connected(bell: &Daemon, n: usize) {
-    common::eventually("the doorbell is connected", || {
-        bell.log()
-            .matches("connected to the signaling server as a device")
-            .count()
-            >= n
-    })
-    .await;
-}
-
 /// A ring watched by a viewer on the instance at `port`: frames decoded,
 /// the viewer's tone heard at the door.
 async fn ring_watched_on(bell: &mut Daemon, port: u16, call: u64) {
@@ -263,7 +253,7 @@ async fn two_instances_share_one_fleet_through_redis_and_survive_losing_one() {
          device_id = \"{DEVICE}\"\nheartbeat = \"1s\"\n\
          reconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n"
     ));
-    until_connected(&bell, 1).await;
+    bell.until_device_connected(1).await;
     assert_eq!(used.load(Ordering::Acquire), port_a, "the device is on A");
     assert!(
         a.log().contains("a seed-002 device connected"),
@@ -290,7 +280,7 @@ async fn two_instances_share_one_fleet_through_redis_and_survive_losing_one() {
     let mut a = a;
     a.child.kill().unwrap();
     a.child.wait().unwrap();
-    until_connected(&bell, 2).await;
+    bell.until_device_connected(2).await;
     assert_eq!(
         used.load(Ordering::Acquire),
         port_b,

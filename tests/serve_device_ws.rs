@@ -85,16 +85,6 @@ fn config(url: &str, device: &str) -> String {
     )
 }
 
-async fn until_connected(bell: &Daemon, n: usize) {
-    common::eventually("the doorbell is connected", || {
-        bell.log()
-            .matches("connected to the signaling server as a device")
-            .count()
-            >= n
-    })
-    .await;
-}
-
 /// The owner's session cookie (`name=value`), from `POST /login`.
 async fn sign_in(url: &str) -> String {
     let r = reqwest::Client::builder()
@@ -147,7 +137,7 @@ async fn the_doorbell_is_watched_through_doorbell_serve_and_the_door_hears_the_v
     early.close().await;
 
     let mut bell = Daemon::start(&config(&s.url, DEVICE));
-    until_connected(&bell, 1).await;
+    bell.until_device_connected(1).await;
     for call in 1..=2u64 {
         bell.press();
         let (notified, _) = bell.until("notified").await;
@@ -209,7 +199,7 @@ async fn the_doorbell_is_watched_through_doorbell_serve_and_the_door_hears_the_v
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("\"door-1\" accepted"), "{text}");
-    until_connected(&bell, 2).await;
+    bell.until_device_connected(2).await;
     bell.press();
     bell.until("notified").await;
     let mut w = Watch::open(s.port, &owner_token(&s), DEVICE, false).await;
@@ -433,7 +423,7 @@ async fn the_ring_link_leads_the_owner_through_sign_in_to_our_page_in_chromium()
     common::init_logs();
     let s = serve(Limits::default()).await;
     let mut bell = Daemon::start(&config(&s.url, DEVICE));
-    until_connected(&bell, 1).await;
+    bell.until_device_connected(1).await;
     bell.press();
     let (notified, _) = bell.until("notified").await;
     let link = notified["link"].as_str().unwrap().to_string();

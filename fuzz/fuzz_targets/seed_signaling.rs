@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
         }
         // A device (or, by the selector, a viewer) saying these lines, a
         // second apart; a line that is a delivery is delivered too.
-        let role = if selector & 4 == 0 { Role::Device } else { Role::Viewer };
+        let role = if selector & 4 == 0 {
+            Role::Device
+        } else {
+            Role::Viewer
+        };
         let key = TokenKey::new(Secret::new("a fuzzing key of thirty-two chars!")).unwrap();
         let devices: HashSet<String> = ["door-1".to_string()].into();
         let start = Instant::now();

@@ -547,6 +547,19 @@ impl Daemon {
         }
     }
 
+    /// Until the doorbell (a seed-002 device) has had `n` `hello_ack`s: a
+    /// server counts a hello before the doorbell has read the answer, and a
+    /// press in between would find it not yet connected.
+    pub async fn until_device_connected(&self, n: usize) {
+        crate::common::eventually("the doorbell is connected", || {
+            self.log()
+                .matches("connected to the signaling server as a device")
+                .count()
+                >= n
+        })
+        .await;
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
