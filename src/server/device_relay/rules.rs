@@ -181,6 +181,32 @@ fn error(request_id: Option<&str>, message: &str, ts: &str) -> Action {
     ))
 }
 
+/// `payload` (with the session's id added) relayed as `kind` to the other
+/// side of `session`.
+fn relay(side: Side, session: String, kind: &str, mut payload: Value, ts: &str) -> Vec<Action> {
+    payload["session_id"] = json!(session);
+    let text = write(kind, None, payload, ts);
+    vec![Action::Deliver(
+        side.peer,
+        Delivery::Message { session, text },
+    )]
+}
+
+/// `session` is over here: the other side (`peer`) is told `watch_ended`
+/// with `reason`, and the bus forgets the session.
+fn ending(peer: Addr, session: String, reason: &str, ts: &str) -> [Action; 2] {
+    [
+        Action::Deliver(
+            peer,
+            Delivery::Ended {
+                text: Some(watch_ended(&session, reason, ts)),
+                session: session.clone(),
+            },
+        ),
+        Action::SessionEnded(session),
+    ]
+}
+
 /// A `watch_ended` for `session`.
 pub fn watch_ended(session: &str, reason: &str, ts: &str) -> String {
     write(
@@ -424,16 +450,7 @@ impl Conn {
         } else {
             "signal_answer"
         };
-        let text = write(
-            message,
-            None,
-            json!({ "session_id": session, "sdp": sdp }),
-            cx.ts,
-        );
-        vec![Action::Deliver(
-            side.peer,
-            Delivery::Message { session, text },
-        )]
+        relay(side, session, message, json!({ "sdp": sdp }), cx.ts)
     }
 
     fn relay_ice(
@@ -459,16 +476,13 @@ impl Conn {
             }
             _ => return vec![error(rid, "Invalid message", cx.ts)],
         };
-        let text = write(
+        relay(
+            side,
+            session,
             "signal_ice",
-            None,
-            json!({ "session_id": session, "candidate": c }),
+            json!({ "candidate": c }),
             cx.ts,
-        );
-        vec![Action::Deliver(
-            side.peer,
-            Delivery::Message { session, text },
-        )]
+        )
     }
 
     fn watch_request(
@@ -575,16 +589,7 @@ impl Conn {
             return vec![error(rid, "Session not found", cx.ts)];
         };
         self.sessions.remove(&session);
-        vec![
-            Action::Deliver(
-                side.peer,
-                Delivery::Ended {
-                    session: session.clone(),
-                    text: Some(watch_ended(&session, "user_ended", cx.ts)),
-                },
-            ),
-            Action::SessionEnded(session),
-        ]
+        ending(side.peer, session, "user_ended", cx.ts).into()
     }
 
     /// Something another connection sent this one.
@@ -605,32 +610,16 @@ impl Conn {
                 text,
             } => {
                 if self.device() != Some(device.as_str()) {
-                    return vec![
-                        Action::Deliver(
-                            peer,
-                            Delivery::Ended {
-                                text: Some(watch_ended(&session, "device_disconnected", ts)),
-                                session: session.clone(),
-                            },
-                        ),
-                        Action::SessionEnded(session),
-                    ];
+                    return ending(peer, session, "device_disconnected", ts).into();
                 }
                 if self.sessions.len() >= self.limits.sessions_per_device {
-                    return vec![
-                        Action::Refused(
-                            "seed-002 sessions per device",
-                            format!("{device} has {} sessions open", self.sessions.len()),
-                        ),
-                        Action::Deliver(
-                            peer,
-                            Delivery::Ended {
-                                text: Some(watch_ended(&session, "error", ts)),
-                                session: session.clone(),
-                            },
-                        ),
-                        Action::SessionEnded(session),
-                    ];
+                    let refused = Action::Refused(
+                        "seed-002 sessions per device",
+                        format!("{device} has {} sessions open", self.sessions.len()),
+                    );
+                    let mut out = vec![refused];
+                    out.extend(ending(peer, session, "error", ts));
+                    return out;
                 }
                 self.sessions.insert(session, Side { peer, device });
                 vec![Action::Send(text)]
@@ -686,14 +675,7 @@ impl Conn {
         };
         let mut out = Vec::new();
         for (session, side) in std::mem::take(&mut self.sessions) {
-            out.push(Action::Deliver(
-                side.peer,
-                Delivery::Ended {
-                    text: Some(watch_ended(&session, reason, ts)),
-                    session: session.clone(),
-                },
-            ));
-            out.push(Action::SessionEnded(session));
+            out.extend(ending(side.peer, session, reason, ts));
         }
         if let Stage::Device(d) = &self.stage {
             out.push(Action::ReleaseDevice(d.clone()));
