@@ -153,22 +153,8 @@ async fn the_doorbell_is_watched_through_doorbell_serve_and_the_door_hears_the_v
         decode_frames(&w.peer, &mut w.streams, 20).await;
         bell.until("connected").await;
         talker.await.unwrap();
-        if call == 1 {
-            w.viewer
-                .send("end_watch", None, json!({ "session_id": w.session }))
-                .await;
-        } else {
-            w.viewer.close().await;
-        }
-        let (ended, seen) = bell.until("ended").await;
-        assert_eq!(ended["reason"], "viewer_left", "{:?}", event_names(&seen));
-        w.peer.close().await;
-        let (level, freq) = gated_tone(&bell.dir.path().join(format!("call-{call}.wav")));
-        assert!(level > 100.0, "the viewer reached the door: rms {level}");
-        assert!(
-            (freq - f64::from(VIEWER_TONE_HZ)).abs() < 20.0,
-            "the door heard {freq} Hz"
-        );
+        // The owner hangs up (ring 1), the page goes away (ring 2).
+        w.end_and_check_heard(&mut bell, call, VIEWER_TONE_HZ).await;
     }
     let log = bell.log();
     assert!(log.contains("reason=user_ended"), "{log}");

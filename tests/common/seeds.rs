@@ -335,6 +335,36 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Ends the watch of ring `call` (the first ring: `end_watch`, the
+    /// owner's hang-up, which the server turns into watch_ended
+    /// `user_ended`; later ones: the viewer's socket closes, which it turns
+    /// into `viewer_disconnected`), then checks that the call ended
+    /// `viewer_left` and that the door heard the viewer's `hz` tone.
+    pub async fn end_and_check_heard(mut self, bell: &mut super::lab::Daemon, call: u64, hz: f32) {
+        if call == 1 {
+            self.viewer
+                .send("end_watch", None, json!({ "session_id": self.session }))
+                .await;
+        } else {
+            self.viewer.close().await;
+        }
+        let (ended, seen) = bell.until("ended").await;
+        assert_eq!(
+            ended["reason"],
+            "viewer_left",
+            "{:?}",
+            super::lab::event_names(&seen)
+        );
+        self.peer.close().await;
+        let (level, freq) =
+            super::lab::gated_tone(&bell.dir.path().join(format!("call-{call}.wav")));
+        assert!(level > 100.0, "the viewer reached the door: rms {level}");
+        assert!(
+            (freq - f64::from(hz)).abs() < 20.0,
+            "the door heard {freq} Hz"
+        );
+    }
+
     /// Connects to the seed-002 server on `port` with `token`, watches
     /// `device` and offers; when `relay_only`, with relayed candidates only.
     pub async fn open(port: u16, token: &str, device: &str, relay_only: bool) -> Watch {
