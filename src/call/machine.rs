@@ -235,8 +235,7 @@ impl CallMachine {
     }
 
     fn fresh_epoch(&mut self) -> Epoch {
-        self.epochs += 1;
-        Epoch(self.epochs)
+        next_epoch(&mut self.epochs)
     }
 
     fn others(&self) -> &[Other] {
@@ -606,8 +605,7 @@ impl CallMachine {
             Message::NewPeer(_) => {
                 // The viewer started over (page reloaded): a new session.
                 out.push(Action::ClosePeer { epoch: o.epoch });
-                o.epoch = Epoch(self.epochs + 1);
-                self.epochs += 1;
+                o.epoch = next_epoch(&mut self.epochs);
                 o.phase = Phase::WaitingOffer;
                 o.deadline = Some(now + t.offer);
                 o.early_candidates.clear();
@@ -620,8 +618,7 @@ impl CallMachine {
             Message::Invite(offer) => {
                 if o.phase != Phase::WaitingOffer {
                     out.push(Action::ClosePeer { epoch: o.epoch });
-                    o.epoch = Epoch(self.epochs + 1);
-                    self.epochs += 1;
+                    o.epoch = next_epoch(&mut self.epochs);
                 }
                 o.local_candidates.clear();
                 o.awaiting_answer = false;
@@ -1329,6 +1326,13 @@ impl CallMachine {
         self.state = State::Idle;
         self.call = None;
     }
+}
+
+/// Hands out the next epoch of the counter `epochs` (a field borrowed
+/// apart from the call, which may be borrowed at the same time).
+fn next_epoch(epochs: &mut u64) -> Epoch {
+    *epochs += 1;
+    Epoch(*epochs)
 }
 
 /// The peer session an input from the driver is about.
