@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::call::machine::{MachineConfig, ProtocolTraits, Timeouts};
 use crate::chime::ChimeConfig;
+use crate::media::echo::{Duplex, EchoSettings};
 use crate::media::opener::MediaSettings;
 use crate::media::EncoderSettings;
 use crate::notify::webhook::WebhookConfig;
@@ -479,6 +480,10 @@ pub struct AudioConfig {
     pub speaker_volume: u32,
     /// Microphone gain in dB (-30..=30), applied before encoding.
     pub microphone_gain_db: f32,
+    /// Take the speaker's echo out of the microphone (sound devices only).
+    pub echo_cancellation: bool,
+    /// `full`, `half` or `auto` (src/media/echo.rs).
+    pub duplex: String,
 }
 
 impl Default for AudioConfig {
@@ -488,6 +493,8 @@ impl Default for AudioConfig {
             speaker: "none".into(),
             speaker_volume: 100,
             microphone_gain_db: 0.0,
+            echo_cancellation: true,
+            duplex: "auto".into(),
         }
     }
 }
@@ -1042,6 +1049,7 @@ impl Config {
                 format!("{} is not within -30..=30 (dB)", a.microphone_gain_db),
             ));
         }
+        Duplex::parse(&a.duplex).map_err(|e| invalid("audio.duplex", e))?;
         let mut pins = Vec::new();
         for source in &self.button.sources {
             match ButtonSpec::parse(source).map_err(|e| invalid("button.sources", e))? {
@@ -1093,6 +1101,10 @@ impl Config {
             speaker: SinkSpec::parse(&self.audio.speaker)?,
             speaker_volume: self.audio.speaker_volume,
             microphone_gain_db: self.audio.microphone_gain_db,
+            echo: EchoSettings {
+                cancel: self.audio.echo_cancellation,
+                duplex: Duplex::parse(&self.audio.duplex)?,
+            },
             encoder: EncoderSettings {
                 width: v.width as usize,
                 height: v.height as usize,

@@ -214,6 +214,9 @@ async fn a_call_runs_on_pulseaudio_devices() {
     } = rig(|config| {
         config.audio.microphone = "device:pulse".into();
         config.audio.speaker = "device:pulse".into();
+        // This test wants the echo: it is how the viewer's tone comes back.
+        config.audio.echo_cancellation = false;
+        config.audio.duplex = "full".into();
         config.chime.sound = "none".into();
     })
     .await;
@@ -244,6 +247,65 @@ async fn a_call_runs_on_pulseaudio_devices() {
     let (ended, _) = bell.until("ended").await;
     assert_eq!(ended.to_json()["reason"], "viewer_left");
     bell.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard only serialises the tests of this file (one null sink); it is
+// held by the test's own future, on the thread that blocks on it.
+#[allow(clippy::await_holding_lock)]
+async fn with_echo_cancellation_the_viewer_does_not_hear_its_own_voice_back() {
+    // The same loop as above, a real echo path through PulseAudio: the
+    // doorbell's speaker into the null sink, its monitor into the doorbell's
+    // microphone. Once with echo control off, once as configured by default.
+    let _one = serial();
+    pulse();
+    init_logs();
+    let mut heard_660 = Vec::new();
+    for cancel in [false, true] {
+        let Rig {
+            mut bell,
+            server,
+            dir: _dir,
+        } = rig(|config| {
+            config.audio.microphone = "device:pulse".into();
+            config.audio.speaker = "device:pulse".into();
+            if !cancel {
+                config.audio.echo_cancellation = false;
+                config.audio.duplex = "full".into();
+            }
+            config.chime.sound = "none".into();
+        })
+        .await;
+        let url = server.url.clone();
+        assert!(bell.ring().await.starts_with("ringing "));
+        let (notified, _) = bell.until("notified").await;
+        let room = room_of(notified.to_json()["link"].as_str().unwrap());
+        let report = view_call_listening(
+            &url,
+            &room,
+            60,
+            (320, 240),
+            Duration::from_secs(9),
+            660.0,
+            Duration::from_secs(8),
+        )
+        .await;
+        let tail = &report.heard_tail;
+        assert!(tail.len() > 48_000, "the viewer heard the doorbell: {report:?}");
+        let power = doorbell::media::audio::power_share(tail, 660.0)
+            * doorbell::media::audio::rms(tail).powi(2);
+        heard_660.push(power);
+        let (ended, _) = bell.until("ended").await;
+        assert_eq!(ended.to_json()["reason"], "viewer_left");
+        bell.stop().await;
+    }
+    let erle = 10.0 * (heard_660[0] / heard_660[1].max(1e-9)).log10();
+    eprintln!(
+        "PulseAudio echo path: the viewer's 660 Hz came back at power {:.0} without echo control and {:.1} with it: {erle:.1} dB less",
+        heard_660[0], heard_660[1]
+    );
+    assert!(heard_660[0] > 1e4, "without echo control the tone comes back");
+    assert!(erle >= 25.0, "echo control removed only {erle:.1} dB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

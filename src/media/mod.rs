@@ -16,6 +16,7 @@ pub mod audio;
 pub mod convert;
 #[cfg(feature = "audio")]
 pub mod device;
+pub mod echo;
 pub mod gain;
 pub mod h264;
 pub mod jitter;
@@ -59,6 +60,8 @@ pub enum MediaError {
     Encoder(String),
     #[error("opus: {0}")]
     Opus(String),
+    #[error("echo canceller: {0}")]
+    Echo(String),
     #[error("{0} is not available in this build (feature {1:?} is off)")]
     NotBuilt(String, &'static str),
 }

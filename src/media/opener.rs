@@ -3,6 +3,7 @@
 //! composition root makes one [`ConfiguredMedia`] from [`MediaSettings`] and
 //! the [`SpeakerLease`] it shares with the chime.
 
+use super::echo::{Duplex, EchoPath, EchoSettings};
 use super::lease::SpeakerLease;
 use super::{
     audio, gain, testsrc, wav, AudioSink, AudioSource, EncoderSettings, MediaError, MediaOpener,
@@ -19,6 +20,8 @@ pub struct MediaSettings {
     pub speaker: SinkSpec,
     pub speaker_volume: u32,
     pub microphone_gain_db: f32,
+    /// Echo control, where the microphone and the speaker are sound devices.
+    pub echo: EchoSettings,
     pub encoder: EncoderSettings,
     /// The program for `libcamera` (`auto`: rpicam-vid, then libcamera-vid).
     pub libcamera_command: String,
@@ -30,11 +33,26 @@ pub struct ConfiguredMedia {
     settings: MediaSettings,
     /// The speaker, shared with the chime.
     lease: SpeakerLease,
+    /// Between a microphone and a speaker that share the air.
+    echo: Option<EchoPath>,
 }
 
 impl ConfiguredMedia {
     pub fn new(settings: MediaSettings, lease: SpeakerLease) -> Self {
-        Self { settings, lease }
+        let acoustic = matches!(settings.microphone, SourceSpec::Device(_))
+            && matches!(settings.speaker, SinkSpec::Device(_));
+        let needed = settings.echo.cancel || settings.echo.duplex != Duplex::Full;
+        let echo = (acoustic && needed).then(|| EchoPath::new(settings.echo));
+        Self {
+            settings,
+            lease,
+            echo,
+        }
+    }
+
+    /// The echo control between the microphone and the speaker, if any.
+    pub fn echo(&self) -> Option<&EchoPath> {
+        self.echo.as_ref()
     }
 }
 
@@ -67,10 +85,11 @@ impl MediaOpener for ConfiguredMedia {
             SourceSpec::Device(name) => open_input(name)?,
             SourceSpec::None => return Ok(None),
         };
-        Ok(Some(gain::GainSource::wrap(
-            source,
-            self.settings.microphone_gain_db,
-        )))
+        let source = gain::GainSource::wrap(source, self.settings.microphone_gain_db);
+        Ok(Some(match &self.echo {
+            Some(echo) => echo.microphone(source)?,
+            None => source,
+        }))
     }
 
     fn speaker(&self, call: u64) -> Result<Option<Box<dyn AudioSink>>, MediaError> {
@@ -104,10 +123,11 @@ impl ConfiguredMedia {
             }
             SinkSpec::None => return Ok(None),
         };
-        Ok(Some(gain::VolumeSink::wrap(
-            sink,
-            self.settings.speaker_volume,
-        )))
+        let sink = gain::VolumeSink::wrap(sink, self.settings.speaker_volume);
+        Ok(Some(match &self.echo {
+            Some(echo) => echo.speaker(sink),
+            None => sink,
+        }))
     }
 }
 

@@ -282,6 +282,8 @@ pub struct CallReport {
     pub sizes_ok: bool,
     pub answer_video_codecs: Vec<String>,
     pub doorbell_tone_hz: Option<f64>,
+    /// The second half of what the viewer heard from the doorbell.
+    pub heard_tail: Vec<i16>,
     pub room: String,
     /// Candidate types in the viewer's offer and the doorbell's answer.
     pub offer_candidates: Vec<String>,
@@ -565,6 +567,7 @@ pub async fn view_call_as(url: &str, room: &str, v: Viewing) -> CallReport {
         sizes_ok,
         answer_video_codecs,
         doorbell_tone_hz: dominant_frequency(tail),
+        heard_tail: tail.to_vec(),
         room: room.to_string(),
         offer_candidates: candidates.0,
         answer_candidates: candidates.1,
