@@ -1245,7 +1245,10 @@ mod tests {
             ("[video]\nfps = 0", "video.fps"),
             ("[video]\nsource = \"webcam\"", "video.source"),
             ("[video]\nencoder = \"nvenc\"", "video.encoder"),
-            ("[video]\nencoder_device = \"video11\"", "video.encoder_device"),
+            (
+                "[video]\nencoder_device = \"video11\"",
+                "video.encoder_device",
+            ),
             ("[audio]\nmicrophone = \"tone:abc\"", "audio.microphone"),
             ("[audio]\nspeaker = \"wav:\"", "audio.speaker"),
             ("[button]\nsources = [\"gpoi:17\"]", "button.sources"),

@@ -38,7 +38,10 @@ fn settings() -> EncoderSettings {
     }
 }
 
-fn open_with(script: Script, s: &EncoderSettings) -> (Result<V4l2m2mEncoder, MediaError>, FakeHandle) {
+fn open_with(
+    script: Script,
+    s: &EncoderSettings,
+) -> (Result<V4l2m2mEncoder, MediaError>, FakeHandle) {
     let (fake, handle) = FakeM2m::new(script);
     (
         V4l2m2mEncoder::with_device(Box::new(fake), "/dev/video11", s),
@@ -88,7 +91,10 @@ fn set_up_calls(s: &EncoderSettings) -> Vec<Call> {
         Call::SParm(O, 30),
         Call::SCtrl(CID_MPEG_VIDEO_BITRATE, 500_000),
         Call::SCtrl(CID_MPEG_VIDEO_BITRATE_MODE, BITRATE_MODE_CBR),
-        Call::SCtrl(CID_MPEG_VIDEO_H264_PROFILE, H264_PROFILE_CONSTRAINED_BASELINE),
+        Call::SCtrl(
+            CID_MPEG_VIDEO_H264_PROFILE,
+            H264_PROFILE_CONSTRAINED_BASELINE,
+        ),
         Call::SCtrl(CID_MPEG_VIDEO_H264_LEVEL, H264_LEVEL_3_1),
         Call::SCtrl(CID_MPEG_VIDEO_H264_I_PERIOD, 300),
         Call::SCtrl(CID_MPEG_VIDEO_GOP_SIZE, 300),
@@ -187,14 +193,14 @@ fn the_controls_are_set_as_configured() {
         fake.control(CID_MPEG_VIDEO_H264_PROFILE),
         Some(H264_PROFILE_CONSTRAINED_BASELINE)
     );
-    assert_eq!(fake.control(CID_MPEG_VIDEO_H264_LEVEL), Some(H264_LEVEL_3_1));
+    assert_eq!(
+        fake.control(CID_MPEG_VIDEO_H264_LEVEL),
+        Some(H264_LEVEL_3_1)
+    );
     assert_eq!(fake.control(CID_MPEG_VIDEO_H264_I_PERIOD), Some(300));
     assert_eq!(fake.control(CID_MPEG_VIDEO_GOP_SIZE), Some(300));
     assert_eq!(fake.control(CID_MPEG_VIDEO_REPEAT_SEQ_HEADER), Some(1));
-    assert_eq!(
-        fake.control(CID_MPEG_VIDEO_PREPEND_SPSPPS_TO_IDR),
-        Some(1)
-    );
+    assert_eq!(fake.control(CID_MPEG_VIDEO_PREPEND_SPSPPS_TO_IDR), Some(1));
 
     let big = EncoderSettings {
         width: 1920,
@@ -205,7 +211,10 @@ fn the_controls_are_set_as_configured() {
     };
     let (enc, fake) = open_with(Script::default(), &big);
     enc.unwrap();
-    assert_eq!(fake.control(CID_MPEG_VIDEO_H264_LEVEL), Some(H264_LEVEL_4_0));
+    assert_eq!(
+        fake.control(CID_MPEG_VIDEO_H264_LEVEL),
+        Some(H264_LEVEL_4_0)
+    );
     assert_eq!(fake.control(CID_MPEG_VIDEO_BITRATE), Some(4_000_000));
     assert_eq!(
         fake.control(CID_MPEG_VIDEO_H264_I_PERIOD),
@@ -228,13 +237,23 @@ fn pictures_are_copied_at_the_drivers_stride() {
     let v_at = u_at + chroma * H / 2;
     for row in 0..H {
         let at = row * STRIDE;
-        assert_eq!(&buffer[at..at + W], &y[row * W..(row + 1) * W], "Y row {row}");
+        assert_eq!(
+            &buffer[at..at + W],
+            &y[row * W..(row + 1) * W],
+            "Y row {row}"
+        );
         assert!(buffer[at + W..at + STRIDE].iter().all(|&b| b == 0));
     }
     for row in 0..H / 2 {
         let (cw, at) = (W / 2, row * chroma);
-        assert_eq!(&buffer[u_at + at..u_at + at + cw], &u[row * cw..(row + 1) * cw]);
-        assert_eq!(&buffer[v_at + at..v_at + at + cw], &v[row * cw..(row + 1) * cw]);
+        assert_eq!(
+            &buffer[u_at + at..u_at + at + cw],
+            &u[row * cw..(row + 1) * cw]
+        );
+        assert_eq!(
+            &buffer[v_at + at..v_at + at + cw],
+            &v[row * cw..(row + 1) * cw]
+        );
     }
 }
 
@@ -248,7 +267,10 @@ fn a_picture_without_padding_is_copied_whole() {
     let (enc, fake) = open_with(Script::default(), &s);
     let mut enc = enc.unwrap();
     let mut f = Frame::new(128, 64);
-    f.data.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    f.data
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = i as u8);
     enc.encode(&f).unwrap();
     assert_eq!(fake.pictures()[0], f.data);
 }
@@ -310,7 +332,10 @@ fn sps_and_pps_in_a_buffer_of_their_own_join_the_idr() {
     let first = enc.encode(&frame(0)).unwrap().unwrap();
     assert_eq!(nal_types(&first.data), [7, 8, 5]);
     assert!(first.keyframe);
-    assert_eq!(nal_types(&enc.encode(&frame(1)).unwrap().unwrap().data), [1]);
+    assert_eq!(
+        nal_types(&enc.encode(&frame(1)).unwrap().unwrap().data),
+        [1]
+    );
 }
 
 #[test]
@@ -453,7 +478,11 @@ fn every_scripted_failure_is_a_clear_error_and_the_device_is_closed() {
         "no stream buffers",
     );
     assert!(
-        calls.ends_with(&[Call::ReqBufs(C, CAPTURE_BUFFERS), Call::ReqBufs(O, 0), Call::Close]),
+        calls.ends_with(&[
+            Call::ReqBufs(C, CAPTURE_BUFFERS),
+            Call::ReqBufs(O, 0),
+            Call::Close
+        ]),
         "the picture buffers are freed: {calls:?}"
     );
     let calls = fails(
@@ -567,7 +596,10 @@ fn auto_falls_back_to_openh264_and_still_encodes() {
     let why = chosen.fallback.expect("why it fell back");
     assert!(!why.device_exists);
     let text = why.reason.to_string();
-    assert!(text.contains(missing) && text.contains("cannot open"), "{text}");
+    assert!(
+        text.contains(missing) && text.contains("cannot open"),
+        "{text}"
+    );
     let e = chosen.encoder.encode(&frame(0)).unwrap().expect("a frame");
     assert!(e.keyframe);
     assert!(nal_types(&e.data).contains(&5));
@@ -582,7 +614,11 @@ fn auto_falls_back_to_openh264_and_still_encodes() {
     assert_eq!(chosen.encoder.name(), "openh264");
     let why = chosen.fallback.unwrap();
     assert!(why.device_exists);
-    assert!(why.reason.to_string().contains("not a V4L2 device"), "{}", why.reason);
+    assert!(
+        why.reason.to_string().contains("not a V4L2 device"),
+        "{}",
+        why.reason
+    );
 }
 
 /// What `auto` logs when it falls back: one line, with the reason.
@@ -666,7 +702,10 @@ fn the_real_device_refuses_what_is_not_an_encoder() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("cannot open the hardware encoder") && e.contains("No such file"), "{e}");
+    assert!(
+        e.contains("cannot open the hardware encoder") && e.contains("No such file"),
+        "{e}"
+    );
     assert!(probe(Path::new("/dev/null"))
         .unwrap_err()
         .contains("not a V4L2 device"));

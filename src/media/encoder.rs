@@ -103,9 +103,15 @@ pub fn open(s: &EncoderSettings) -> Result<Box<dyn VideoEncoder>, MediaError> {
     let chosen = choose(s)?;
     if let Some(f) = &chosen.fallback {
         if f.device_exists {
-            tracing::warn!("video encoder: OpenH264 (software), the hardware one failed: {}", f.reason);
+            tracing::warn!(
+                "video encoder: OpenH264 (software), the hardware one failed: {}",
+                f.reason
+            );
         } else {
-            tracing::info!("video encoder: OpenH264 (software), no hardware one: {}", f.reason);
+            tracing::info!(
+                "video encoder: OpenH264 (software), no hardware one: {}",
+                f.reason
+            );
         }
     } else {
         tracing::debug!("video encoder: {}", chosen.encoder.name());

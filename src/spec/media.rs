@@ -88,9 +88,7 @@ impl EncoderSpec {
             "openh264" => Ok(EncoderSpec::OpenH264),
             other => Err((
                 "video.encoder",
-                format!(
-                    "{other:?} is not an encoder (known: \"auto\", \"v4l2m2m\", \"openh264\")"
-                ),
+                format!("{other:?} is not an encoder (known: \"auto\", \"v4l2m2m\", \"openh264\")"),
             )),
         }
     }

@@ -163,9 +163,7 @@ mod real {
             loop {
                 // SAFETY: `arg` is the struct this request reads and writes,
                 // with the kernel's layout (see sys.rs and its tests).
-                let r = unsafe {
-                    libc::ioctl(self.fd.as_raw_fd(), request as _, arg as *mut T)
-                };
+                let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), request as _, arg as *mut T) };
                 if r >= 0 {
                     return Ok(());
                 }

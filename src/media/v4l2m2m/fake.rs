@@ -256,15 +256,18 @@ impl FakeM2m {
                     .get_mut(&Queue::Capture)
                     .and_then(|q| q.pop_front())
                     .expect("room checked above");
-                let buffer = &mut self.buffers.get_mut(&Queue::Capture).expect("allocated")
-                    [index as usize];
+                let buffer =
+                    &mut self.buffers.get_mut(&Queue::Capture).expect("allocated")[index as usize];
                 buffer[..unit.len()].copy_from_slice(&unit);
-                self.done.entry(Queue::Capture).or_default().push_back(Done {
-                    index,
-                    bytesused: unit.len() as u32,
-                    data_offset: 0,
-                    flags,
-                });
+                self.done
+                    .entry(Queue::Capture)
+                    .or_default()
+                    .push_back(Done {
+                        index,
+                        bytesused: unit.len() as u32,
+                        data_offset: 0,
+                        flags,
+                    });
                 self.record().units.push(unit);
             }
             self.done.entry(Queue::Output).or_default().push_back(Done {
@@ -321,7 +324,9 @@ impl M2mDevice for FakeM2m {
                 ..want
             },
             Queue::Output => {
-                let height = want.height.next_multiple_of(self.script.height_align.max(1));
+                let height = want
+                    .height
+                    .next_multiple_of(self.script.height_align.max(1));
                 let stride = want
                     .bytesperline
                     .max(want.width)

@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 
 pub use device::{BufferInfo, Caps, Done, M2mDevice, PixFormat, Queue, Ready};
 pub use sys::{
+    BITRATE_MODE_CBR, BITRATE_MODE_VBR, H264_LEVEL_3_1, H264_LEVEL_4_0, H264_LEVEL_4_2,
+    H264_PROFILE_BASELINE, H264_PROFILE_CONSTRAINED_BASELINE,
+};
+pub use sys::{
     BUF_FLAG_ERROR, BUF_FLAG_KEYFRAME, CAP_STREAMING, CAP_VIDEO_M2M, CAP_VIDEO_M2M_MPLANE,
     CID_MPEG_VIDEO_BITRATE, CID_MPEG_VIDEO_BITRATE_MODE, CID_MPEG_VIDEO_FORCE_KEY_FRAME,
     CID_MPEG_VIDEO_GOP_SIZE, CID_MPEG_VIDEO_H264_I_PERIOD, CID_MPEG_VIDEO_H264_LEVEL,
     CID_MPEG_VIDEO_H264_PROFILE, CID_MPEG_VIDEO_PREPEND_SPSPPS_TO_IDR,
     CID_MPEG_VIDEO_REPEAT_SEQ_HEADER, PIX_FMT_H264, PIX_FMT_YUV420,
-};
-pub use sys::{
-    BITRATE_MODE_CBR, BITRATE_MODE_VBR, H264_LEVEL_3_1, H264_LEVEL_4_0, H264_LEVEL_4_2,
-    H264_PROFILE_BASELINE, H264_PROFILE_CONSTRAINED_BASELINE,
 };
 
 use super::h264::{nal_units, Encoded};
@@ -304,7 +304,10 @@ impl V4l2m2mEncoder {
         self.dev
             .s_ctrl(CID_MPEG_VIDEO_BITRATE, bps)
             .map_err(|e| self.fail(format!("refused the bitrate {bps} bit/s: {e}")))?;
-        self.first_taken(CID_MPEG_VIDEO_BITRATE_MODE, &[BITRATE_MODE_CBR, BITRATE_MODE_VBR]);
+        self.first_taken(
+            CID_MPEG_VIDEO_BITRATE_MODE,
+            &[BITRATE_MODE_CBR, BITRATE_MODE_VBR],
+        );
         if !self.first_taken(
             CID_MPEG_VIDEO_H264_PROFILE,
             &[H264_PROFILE_CONSTRAINED_BASELINE, H264_PROFILE_BASELINE],
