@@ -50,6 +50,7 @@ fn main() {
         fps,
         bitrate_kbps: 1000,
         keyframe_interval: Duration::from_secs(10),
+        encoder: doorbell::spec::media::EncoderSpec::OpenH264,
     };
     let mut encoder = H264Encoder::new(&settings).unwrap();
     let pattern = TestPattern::new(width, height, fps);

@@ -24,7 +24,7 @@ use crate::spec::call::PressDuringCall;
 use crate::spec::chime::ChimeSound;
 use crate::spec::duration;
 use crate::spec::gpio::ButtonSpec;
-use crate::spec::media::{SinkSpec, SourceSpec, VideoSpec};
+use crate::spec::media::{EncoderSpec, SinkSpec, SourceSpec, VideoSpec, DEFAULT_ENCODER_DEVICE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -453,6 +453,11 @@ pub struct VideoConfig {
     /// `0s`: only on request.
     #[serde(with = "duration")]
     pub keyframe_interval: Duration,
+    /// `auto` (the hardware encoder if it opens, else OpenH264), `v4l2m2m`
+    /// or `openh264`.
+    pub encoder: String,
+    /// The hardware encoder's device node.
+    pub encoder_device: PathBuf,
 }
 
 impl Default for VideoConfig {
@@ -465,6 +470,8 @@ impl Default for VideoConfig {
             fps: 30,
             bitrate_kbps: 1000,
             keyframe_interval: Duration::from_secs(10),
+            encoder: "auto".into(),
+            encoder_device: DEFAULT_ENCODER_DEVICE.into(),
         }
     }
 }
@@ -1034,6 +1041,7 @@ impl Config {
                 format!("{} is not within 50..20000", v.bitrate_kbps),
             ));
         }
+        EncoderSpec::parse(&v.encoder, &v.encoder_device).map_err(|(key, e)| invalid(key, e))?;
         SourceSpec::parse(&self.audio.microphone).map_err(|e| invalid("audio.microphone", e))?;
         SinkSpec::parse(&self.audio.speaker).map_err(|e| invalid("audio.speaker", e))?;
         let a = &self.audio;
@@ -1111,6 +1119,7 @@ impl Config {
                 fps: v.fps,
                 bitrate_kbps: v.bitrate_kbps,
                 keyframe_interval: v.keyframe_interval,
+                encoder: EncoderSpec::parse(&v.encoder, &v.encoder_device).map_err(|(_, e)| e)?,
             },
             libcamera_command: v.libcamera_command.clone(),
         })
@@ -1247,6 +1256,11 @@ mod tests {
             ("[video]\nwidth = 641", "video.width"),
             ("[video]\nfps = 0", "video.fps"),
             ("[video]\nsource = \"webcam\"", "video.source"),
+            ("[video]\nencoder = \"nvenc\"", "video.encoder"),
+            (
+                "[video]\nencoder_device = \"video11\"",
+                "video.encoder_device",
+            ),
             ("[audio]\nmicrophone = \"tone:abc\"", "audio.microphone"),
             ("[audio]\nspeaker = \"wav:\"", "audio.speaker"),
             ("[button]\nsources = [\"gpoi:17\"]", "button.sources"),

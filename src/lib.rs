@@ -20,7 +20,8 @@
 //! 3. **Adapters**, one per outside crate: [`peer`] (webrtc-rs),
 //!    [`signaling::client`] (our Socket.IO client over hyper, tungstenite and
 //!    native-tls), `media::h264` (openh264), `media::audio` (opus), `media::mp4` (muxide),
-//!    `media::device` (cpal), `media::v4l2` (v4l), [`gpio`] (rppal), the
+//!    `media::device` (cpal), `media::v4l2` (v4l), `media::v4l2m2m` (the
+//!    hardware encoder's ioctls, through libc), [`gpio`] (rppal), the
 //!    Telegram API (teloxide), [`server`] (socketioxide and axum).
 //! 4. **Subsystems**: the peer session of a call ([`call::session`]), media
 //!    pipelines and the devices of a call (`media::opener`, `media::lease`,

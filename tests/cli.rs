@@ -66,10 +66,17 @@ fn check_passes_a_config_of_test_sources() {
         "signaling",
         "button",
         "camera",
+        "encoder",
         "microphone",
         "speaker",
     ] {
         assert!(!line(&report, what).contains("FAIL"), "{report}");
+    }
+    if !std::path::Path::new("/dev/video11").exists() {
+        assert!(
+            line(&report, "encoder").contains("OpenH264 (software): video.encoder = \"auto\""),
+            "{report}"
+        );
     }
     assert!(
         line(&report, "signaling")
@@ -145,6 +152,13 @@ fn devices_lists_every_kind_and_says_when_there_is_none() {
     assert!(ok, "{report}");
     assert!(report.contains("Cameras"), "{report}");
     assert!(report.contains("GPIO"), "{report}");
+    assert!(report.contains("Hardware H.264 encoder"), "{report}");
+    if !std::path::Path::new("/dev/video11").exists() {
+        assert!(
+            report.contains("OpenH264 (software) will be used"),
+            "{report}"
+        );
+    }
     if !std::path::Path::new("/dev/video0").exists() {
         assert!(report.contains("none: no V4L2 capture device"), "{report}");
     }

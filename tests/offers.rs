@@ -105,6 +105,7 @@ async fn media_through(c: &mut Call) -> (usize, usize) {
             fps: 30,
             bitrate_kbps: 500,
             keyframe_interval: Duration::from_secs(1),
+            encoder: doorbell::spec::media::EncoderSpec::OpenH264,
         })
         .unwrap();
         let pattern = TestPattern::new(320, 240, 30);

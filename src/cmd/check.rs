@@ -1,8 +1,9 @@
 //! `doorbell check --config FILE`: validates the config, connects to the
 //! signaling server once (what it speaks, whether its certificate is trusted
 //! and why), then opens every device the config names (button, camera,
-//! microphone, speaker, chime, relay) and prints one line each: OK with what
-//! was found, or the reason and the fix.
+//! microphone, speaker, chime, relay), says which H.264 encoder the calls
+//! will use and why, and prints one line each: OK with what was found, or
+//! the reason and the fix.
 //! Exits non-zero when anything is wrong, so an install script or a person
 //! setting up the Pi sees every problem at once instead of one per restart.
 //!
@@ -18,7 +19,7 @@ use crate::signaling::client::{probe, ClientSettings};
 use crate::signaling::device_ws::{self, DeviceWsSettings};
 use crate::signaling::sse::{self, SseSettings};
 use crate::spec::gpio::ButtonSpec;
-use crate::spec::media::{SinkSpec, SourceSpec, VideoSpec};
+use crate::spec::media::{EncoderSpec, SinkSpec, SourceSpec, VideoSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -235,6 +236,7 @@ pub fn check_devices(config: &Config) -> Vec<Line> {
         ));
     }
     lines.push(check_camera(config));
+    lines.push(check_encoder(config));
     lines.push(check_microphone(&config.audio.microphone));
     lines.push(check_speaker(&config.audio.speaker));
     lines.push(check_chime(config));
@@ -301,6 +303,64 @@ fn check_camera(config: &Config) -> Line {
         }
         #[allow(unreachable_patterns)]
         Ok(other) => camera_probe(&other, config),
+    }
+}
+
+/// Which encoder `video.encoder` gives, set up at the configured size and
+/// rate (then closed).
+fn check_encoder(config: &Config) -> Line {
+    use crate::media::v4l2m2m::V4l2m2mEncoder;
+    if matches!(VideoSpec::parse(&config.video.source), Ok(VideoSpec::None)) {
+        return off("encoder", "no video, no encoder");
+    }
+    let settings = match config.media_settings() {
+        Ok(m) => m.encoder,
+        Err(e) => return failed("encoder", e, "see video.encoder in docs/config.md"),
+    };
+    let size = format!("{}x{}@{}", settings.width, settings.height, settings.fps);
+    match &settings.encoder {
+        EncoderSpec::OpenH264 => ok(
+            "encoder",
+            "OpenH264 (software), as video.encoder = \"openh264\" says",
+        ),
+        EncoderSpec::V4l2m2m(path) => match V4l2m2mEncoder::open(path, &settings) {
+            Ok(e) => ok(
+                "encoder",
+                format!(
+                    "hardware: {}, {}, set up for {size}",
+                    path.display(),
+                    e.driver()
+                ),
+            ),
+            Err(e) => failed(
+                "encoder",
+                format!("video.encoder = \"v4l2m2m\": {e}"),
+                if path.exists() {
+                    "add the user to the `video` group (docs/hardware.md), or set \
+                     video.encoder = \"auto\""
+                } else {
+                    "a Pi 5 has no hardware encoder: set video.encoder = \"auto\"; on a Pi 4 \
+                     or earlier, `doorbell devices` lists the encoder's node"
+                },
+            ),
+        },
+        EncoderSpec::Auto(path) => match V4l2m2mEncoder::open(path, &settings) {
+            Ok(e) => ok(
+                "encoder",
+                format!(
+                    "hardware (video.encoder = \"auto\"): {}, {}, set up for {size}",
+                    path.display(),
+                    e.driver()
+                ),
+            ),
+            Err(e) => ok(
+                "encoder",
+                format!(
+                    "OpenH264 (software): video.encoder = \"auto\" and the hardware \
+                     encoder does not open ({e})"
+                ),
+            ),
+        },
     }
 }
 
@@ -491,6 +551,29 @@ mod tests {
         );
         assert!(lines.iter().any(|l| l.what == "camera"
             && matches!(&l.outcome, Outcome::Ok(s) if s.contains("test pattern"))));
+    }
+
+    #[test]
+    fn the_encoder_line_says_which_one_and_why() {
+        let mut config = Config::default();
+        config.video.encoder_device = "/dev/video-not-here-21".into();
+        let line = check_encoder(&config);
+        assert!(
+            matches!(&line.outcome, Outcome::Ok(s) if s.starts_with("OpenH264 (software)")
+                && s.contains("auto") && s.contains("/dev/video-not-here-21")),
+            "{line:?}"
+        );
+        config.video.encoder = "v4l2m2m".into();
+        let line = check_encoder(&config);
+        assert!(
+            matches!(&line.outcome, Outcome::Failed { reason, fix }
+                if reason.contains("/dev/video-not-here-21") && fix.contains("Pi 5")),
+            "{line:?}"
+        );
+        config.video.encoder = "openh264".into();
+        assert!(matches!(check_encoder(&config).outcome, Outcome::Ok(_)));
+        config.video.source = "none".into();
+        assert!(matches!(check_encoder(&config).outcome, Outcome::Off(_)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `doorbell devices`: what this machine has, with the names to put in the
-//! config. Cameras (V4L2) with their formats, sizes and rates; sound inputs
+//! config. Cameras (V4L2) with their formats, sizes and rates; the hardware
+//! H.264 encoder; sound inputs
 //! and outputs (ALSA, which also reaches PulseAudio/PipeWire through their
 //! plugins); GPIO. Says plainly when something is absent rather than printing
 //! an empty list.
@@ -19,6 +20,7 @@ fn report() -> String {
     let mut out = String::new();
     cameras(&mut out);
     camera_module(&mut out);
+    encoders(&mut out);
     audio(&mut out);
     gpio(&mut out);
     out
@@ -61,6 +63,25 @@ fn camera_module(out: &mut String) {
         Err(e) => {
             let _ = writeln!(out, "  none: {e}");
         }
+    }
+    out.push('\n');
+}
+
+/// V4L2 memory-to-memory H.264 encoders (`/dev/video11` on a Pi 4 and
+/// earlier): what `video.encoder = "v4l2m2m"` can use.
+fn encoders(out: &mut String) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "Hardware H.264 encoder (video.encoder = \"v4l2m2m\"):");
+    let found = crate::media::v4l2m2m::list_encoders();
+    if found.is_empty() {
+        let _ = writeln!(
+            out,
+            "  none: no V4L2 memory-to-memory H.264 encoder (/dev/video*) on this machine; \
+             OpenH264 (software) will be used"
+        );
+    }
+    for (path, e) in found {
+        let _ = writeln!(out, "  {:<24} {} ({})", path.display(), e.driver, e.card);
     }
     out.push('\n');
 }
@@ -133,7 +154,7 @@ mod tests {
     #[test]
     fn the_report_names_every_section_even_without_hardware() {
         let r = super::report();
-        for section in ["Cameras", "Camera module", "GPIO"] {
+        for section in ["Cameras", "Camera module", "Hardware H.264 encoder", "GPIO"] {
             assert!(r.contains(section), "{r}");
         }
         #[cfg(feature = "audio")]

@@ -197,6 +197,7 @@ mod tests {
             fps: 30,
             bitrate_kbps: 500,
             keyframe_interval: Duration::ZERO,
+            encoder: crate::spec::media::EncoderSpec::OpenH264,
         }
     }
 

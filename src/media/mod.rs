@@ -17,6 +17,7 @@ pub mod convert;
 #[cfg(feature = "audio")]
 pub mod device;
 pub mod echo;
+pub mod encoder;
 pub mod gain;
 pub mod h264;
 pub mod jitter;
@@ -35,11 +36,14 @@ pub mod tap;
 pub mod testsrc;
 #[cfg(feature = "camera")]
 pub mod v4l2;
+pub mod v4l2m2m;
 pub mod video;
 pub mod wav;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use crate::spec::media::EncoderSpec;
 
 /// Opus and everything around it run at 48 kHz.
 pub const AUDIO_RATE: u32 = 48_000;
@@ -136,6 +140,8 @@ pub struct EncoderSettings {
     pub bitrate_kbps: u32,
     /// Force an IDR at least this often; zero: only on request.
     pub keyframe_interval: Duration,
+    /// Which encoder: the hardware one, OpenH264, or the first that opens.
+    pub encoder: EncoderSpec,
 }
 
 /// Opens the devices of one call. The seam that lets tests and the demo swap

@@ -222,6 +222,7 @@ mod tests {
                 fps: 30,
                 bitrate_kbps: 600,
                 keyframe_interval: Duration::ZERO,
+                encoder: crate::spec::media::EncoderSpec::OpenH264,
             }
         }
     }

@@ -20,7 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use super::h264::{EncoderSettings, H264Encoder};
+use super::encoder;
+use super::h264::EncoderSettings;
 use super::{Frame, MediaError, VideoSource};
 
 /// One encoded frame on its way to the peer.
@@ -83,7 +84,7 @@ impl VideoPipeline {
         out: mpsc::Sender<EncodedFrame>,
         on_error: impl Fn(MediaError) + Send + Sync + 'static,
     ) -> Result<Self, MediaError> {
-        let mut encoder = H264Encoder::new(settings)?;
+        let mut encoder = encoder::open(settings)?;
         let on_error = Arc::new(on_error);
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -286,6 +287,7 @@ mod tests {
             fps,
             bitrate_kbps: 300,
             keyframe_interval: Duration::ZERO,
+            encoder: crate::spec::media::EncoderSpec::OpenH264,
         }
     }
 

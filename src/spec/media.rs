@@ -6,7 +6,7 @@
 //! go2rtc style. Parsing is pure so `doorbell check` can reject a typo without
 //! touching a device.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The camera side.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +48,51 @@ pub enum SinkSpec {
 }
 
 pub const DEFAULT_TONE_HZ: f32 = 440.0;
+
+/// Which H.264 encoder a call's video goes through (`video.encoder`, with
+/// `video.encoder_device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncoderSpec {
+    /// The hardware encoder at this device node if it opens, else OpenH264.
+    Auto(PathBuf),
+    /// The hardware encoder (a V4L2 memory-to-memory device) at this node;
+    /// if it does not open, the call has no video.
+    V4l2m2m(PathBuf),
+    /// OpenH264, in software.
+    OpenH264,
+}
+
+/// The Raspberry Pi's hardware H.264 encoder (Pi 4 and earlier).
+pub const DEFAULT_ENCODER_DEVICE: &str = "/dev/video11";
+
+impl EncoderSpec {
+    /// `name` is `video.encoder`; `device` is `video.encoder_device`. The
+    /// error says which of the two keys is wrong.
+    pub fn parse(name: &str, device: &Path) -> Result<EncoderSpec, (&'static str, String)> {
+        let hardware = || {
+            if device.is_absolute() {
+                Ok(device.to_path_buf())
+            } else {
+                Err((
+                    "video.encoder_device",
+                    format!(
+                        "{}: the encoder's device node, an absolute path such as \"{DEFAULT_ENCODER_DEVICE}\"",
+                        device.display()
+                    ),
+                ))
+            }
+        };
+        match name.trim() {
+            "auto" => Ok(EncoderSpec::Auto(hardware()?)),
+            "v4l2m2m" => Ok(EncoderSpec::V4l2m2m(hardware()?)),
+            "openh264" => Ok(EncoderSpec::OpenH264),
+            other => Err((
+                "video.encoder",
+                format!("{other:?} is not an encoder (known: \"auto\", \"v4l2m2m\", \"openh264\")"),
+            )),
+        }
+    }
+}
 
 impl VideoSpec {
     pub fn parse(s: &str) -> Result<VideoSpec, String> {
@@ -151,6 +196,28 @@ fn device(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoder_names_parse_and_a_typo_names_its_key() {
+        let dev = Path::new(DEFAULT_ENCODER_DEVICE);
+        assert_eq!(
+            EncoderSpec::parse("auto", dev),
+            Ok(EncoderSpec::Auto(dev.into()))
+        );
+        assert_eq!(
+            EncoderSpec::parse("v4l2m2m", dev),
+            Ok(EncoderSpec::V4l2m2m(dev.into()))
+        );
+        assert_eq!(
+            EncoderSpec::parse("openh264", Path::new("")),
+            Ok(EncoderSpec::OpenH264)
+        );
+        let (key, e) = EncoderSpec::parse("nvenc", dev).unwrap_err();
+        assert_eq!(key, "video.encoder");
+        assert!(e.contains("\"nvenc\"") && e.contains("v4l2m2m"), "{e}");
+        let (key, _) = EncoderSpec::parse("auto", Path::new("video11")).unwrap_err();
+        assert_eq!(key, "video.encoder_device");
+    }
 
     #[test]
     fn known_names_parse() {
