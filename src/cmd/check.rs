@@ -2,7 +2,8 @@
 //! signaling server once (what it speaks, whether its certificate is trusted
 //! and why), then opens every device the config names (button, camera,
 //! microphone, speaker, chime, relay), says which H.264 encoder the calls
-//! will use and why, and prints one line each: OK with what was found, or
+//! will use and why and what echo control the microphone gets, and prints
+//! one line each: OK with what was found, or
 //! the reason and the fix.
 //! Exits non-zero when anything is wrong, so an install script or a person
 //! setting up the Pi sees every problem at once instead of one per restart.
@@ -239,6 +240,7 @@ pub fn check_devices(config: &Config) -> Vec<Line> {
     lines.push(check_encoder(config));
     lines.push(check_microphone(&config.audio.microphone));
     lines.push(check_speaker(&config.audio.speaker));
+    lines.push(check_echo(config));
     lines.push(check_chime(config));
     lines.push(check_relay(config));
     lines
@@ -405,6 +407,54 @@ fn camera_probe(spec: &VideoSpec, _config: &Config) -> Line {
         format!("{spec:?}: this build has no camera support"),
         "build with the `camera` cargo feature (on by default)",
     )
+}
+
+/// What echo control the microphone gets (`audio.echo_cancellation`,
+/// `audio.duplex`; docs/config.md). The canceller is set up once, as a call
+/// would.
+fn check_echo(config: &Config) -> Line {
+    let a = &config.audio;
+    let duplex = match crate::media::echo::Duplex::parse(&a.duplex) {
+        Ok(d) => d,
+        Err(e) => return failed("echo", e, "see audio.duplex in docs/config.md"),
+    };
+    let devices = matches!(SourceSpec::parse(&a.microphone), Ok(SourceSpec::Device(_)))
+        && matches!(SinkSpec::parse(&a.speaker), Ok(SinkSpec::Device(_)));
+    if !devices {
+        return off(
+            "echo",
+            "no echo control: the microphone and the speaker are not both sound devices",
+        );
+    }
+    use crate::media::echo::Duplex;
+    let rule = match (duplex, a.echo_cancellation) {
+        (Duplex::Full, _) => "full duplex",
+        (Duplex::Half, _) | (Duplex::Auto, false) => {
+            "half duplex: the microphone is muted while the owner speaks"
+        }
+        (Duplex::Auto, true) => "full duplex, half while the canceller falls short",
+    };
+    if !a.echo_cancellation {
+        return if duplex == Duplex::Full {
+            off(
+                "echo",
+                "no echo control (audio.echo_cancellation = false, duplex full)",
+            )
+        } else {
+            ok("echo", format!("no canceller; {rule}"))
+        };
+    }
+    match crate::media::echo::EchoCanceller::new() {
+        Ok(_) => ok(
+            "echo",
+            format!("AEC3 echo canceller and noise suppression; {rule}"),
+        ),
+        Err(e) => failed(
+            "echo",
+            e.to_string(),
+            "set audio.echo_cancellation = false and audio.duplex = \"half\"",
+        ),
+    }
 }
 
 fn check_microphone(spec: &str) -> Line {
@@ -574,6 +624,30 @@ mod tests {
         assert!(matches!(check_encoder(&config).outcome, Outcome::Ok(_)));
         config.video.source = "none".into();
         assert!(matches!(check_encoder(&config).outcome, Outcome::Off(_)));
+    }
+
+    #[test]
+    fn the_echo_line_says_what_the_microphone_gets() {
+        let mut config = Config::default();
+        assert!(
+            matches!(check_echo(&config).outcome, Outcome::Off(_)),
+            "a tone"
+        );
+        config.audio.microphone = "device:mic".into();
+        config.audio.speaker = "device:spk".into();
+        let line = check_echo(&config);
+        assert!(
+            matches!(&line.outcome, Outcome::Ok(s) if s.starts_with("AEC3") && s.contains("half while")),
+            "{line:?}"
+        );
+        config.audio.echo_cancellation = false;
+        let line = check_echo(&config);
+        assert!(
+            matches!(&line.outcome, Outcome::Ok(s) if s.contains("no canceller; half duplex")),
+            "{line:?}"
+        );
+        config.audio.duplex = "full".into();
+        assert!(matches!(check_echo(&config).outcome, Outcome::Off(_)));
     }
 
     #[test]
