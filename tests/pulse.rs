@@ -199,6 +199,41 @@ fn a_tone_round_trips_through_pulseaudio_at_48_khz() {
     );
 }
 
+/// A call with the doorbell's microphone and speaker both on PulseAudio, a
+/// real echo path: the viewer talks at 660 Hz for `talk`, the doorbell plays
+/// it into the null sink, and its microphone hears the sink's monitor. With
+/// `echo_control` off the viewer gets its tone back.
+async fn call_through_the_sink_and_its_monitor(
+    echo_control: bool,
+    listen: Duration,
+    talk: Duration,
+) -> CallReport {
+    let Rig {
+        mut bell,
+        server,
+        dir: _dir,
+    } = rig(|config| {
+        config.audio.microphone = "device:pulse".into();
+        config.audio.speaker = "device:pulse".into();
+        if !echo_control {
+            config.audio.echo_cancellation = false;
+            config.audio.duplex = "full".into();
+        }
+        config.chime.sound = "none".into();
+    })
+    .await;
+    let url = server.url.clone();
+    assert!(bell.ring().await.starts_with("ringing "));
+    let (notified, _) = bell.until("notified").await;
+    let room = room_of(notified.to_json()["link"].as_str().unwrap());
+    let report = view_call_listening(&url, &room, 60, (320, 240), listen, 660.0, talk).await;
+    assert!(report.decoded_frames >= 60 && report.sizes_ok, "{report:?}");
+    let (ended, _) = bell.until("ended").await;
+    assert_eq!(ended.to_json()["reason"], "viewer_left");
+    bell.stop().await;
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 // The guard only serialises the tests of this file (one null sink); it is
 // held by the test's own future, on the thread that blocks on it.
@@ -207,36 +242,13 @@ async fn a_call_runs_on_pulseaudio_devices() {
     let _one = serial();
     pulse();
     init_logs();
-    let Rig {
-        mut bell,
-        server,
-        dir: _dir,
-    } = rig(|config| {
-        config.audio.microphone = "device:pulse".into();
-        config.audio.speaker = "device:pulse".into();
-        // This test wants the echo: it is how the viewer's tone comes back.
-        config.audio.echo_cancellation = false;
-        config.audio.duplex = "full".into();
-        config.chime.sound = "none".into();
-    })
-    .await;
-    let url = server.url.clone();
-    assert!(bell.ring().await.starts_with("ringing "));
-    let (notified, _) = bell.until("notified").await;
-    let room = room_of(notified.to_json()["link"].as_str().unwrap());
-    // The viewer talks at 660 Hz; the doorbell plays it into the null sink,
-    // its microphone hears the sink's monitor, and the viewer gets it back.
-    let report = view_call_listening(
-        &url,
-        &room,
-        60,
-        (320, 240),
+    // Without echo control: the echo is how the viewer's tone comes back.
+    let report = call_through_the_sink_and_its_monitor(
+        false,
         Duration::from_secs(7),
-        660.0,
         Duration::from_secs(5),
     )
     .await;
-    assert!(report.decoded_frames >= 60 && report.sizes_ok, "{report:?}");
     let hz = report
         .doorbell_tone_hz
         .expect("the viewer heard something from the doorbell");
@@ -244,9 +256,6 @@ async fn a_call_runs_on_pulseaudio_devices() {
         (hz - 660.0).abs() < 660.0 * 0.05,
         "the viewer's 660 Hz came back through the speaker and microphone as {hz} Hz"
     );
-    let (ended, _) = bell.until("ended").await;
-    assert_eq!(ended.to_json()["reason"], "viewer_left");
-    bell.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,53 +263,22 @@ async fn a_call_runs_on_pulseaudio_devices() {
 // held by the test's own future, on the thread that blocks on it.
 #[allow(clippy::await_holding_lock)]
 async fn with_echo_cancellation_the_viewer_does_not_hear_its_own_voice_back() {
-    // The same loop as above, a real echo path through PulseAudio: the
-    // doorbell's speaker into the null sink, its monitor into the doorbell's
-    // microphone. Once with echo control off, once as configured by default.
+    // The loop above once with echo control off, once as configured by
+    // default; the 660 Hz power in the second half of what the viewer heard.
     let _one = serial();
     pulse();
     init_logs();
     let mut heard_660 = Vec::new();
-    for cancel in [false, true] {
-        let Rig {
-            mut bell,
-            server,
-            dir: _dir,
-        } = rig(|config| {
-            config.audio.microphone = "device:pulse".into();
-            config.audio.speaker = "device:pulse".into();
-            if !cancel {
-                config.audio.echo_cancellation = false;
-                config.audio.duplex = "full".into();
-            }
-            config.chime.sound = "none".into();
-        })
-        .await;
-        let url = server.url.clone();
-        assert!(bell.ring().await.starts_with("ringing "));
-        let (notified, _) = bell.until("notified").await;
-        let room = room_of(notified.to_json()["link"].as_str().unwrap());
-        let report = view_call_listening(
-            &url,
-            &room,
-            60,
-            (320, 240),
+    for echo_control in [false, true] {
+        let report = call_through_the_sink_and_its_monitor(
+            echo_control,
             Duration::from_secs(9),
-            660.0,
             Duration::from_secs(8),
         )
         .await;
         let tail = &report.heard_tail;
-        assert!(
-            tail.len() > 48_000,
-            "the viewer heard the doorbell: {report:?}"
-        );
-        let power = doorbell::media::audio::power_share(tail, 660.0)
-            * doorbell::media::audio::rms(tail).powi(2);
-        heard_660.push(power);
-        let (ended, _) = bell.until("ended").await;
-        assert_eq!(ended.to_json()["reason"], "viewer_left");
-        bell.stop().await;
+        assert!(tail.len() > 48_000, "the viewer heard the doorbell");
+        heard_660.push(power_share(tail, 660.0) * rms(tail).powi(2));
     }
     let erle = 10.0 * (heard_660[0] / heard_660[1].max(1e-9)).log10();
     eprintln!(
