@@ -59,13 +59,18 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Serves the socket until `cancel`; removes it on the way out.
+/// Serves the socket until `cancel`; removes it on the way out, unless it
+/// is no longer the socket this listener was bound to: the daemon's main
+/// task may end before this one, and a doorbell started right after (a
+/// restart in the same process, the tests) binds the same path; its socket
+/// must not be taken away.
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
 ) {
+    let ours = socket_identity(&path);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -80,7 +85,18 @@ pub async fn serve(
             }
         }
     }
-    let _ = std::fs::remove_file(&path);
+    if ours.is_some() && socket_identity(&path) == ours {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Device, inode and change time of the file at `path` (an inode number
+/// freed by a removal may be given to the next file at once).
+fn socket_identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 async fn client(stream: UnixStream, commands: mpsc::Sender<Command>) {
@@ -232,6 +248,35 @@ mod tests {
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
         bind(&path).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_stops_late_leaves_the_next_ones_socket_alone() {
+        // tests/owner.rs once failed on this: the old daemon's control task
+        // removed the socket the next daemon had just bound.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let old = bind(&path).await.unwrap();
+        drop(old);
+        let (tx, _rx) = mpsc::channel(4);
+        // The old listener's task starts serving, the file is replaced by the
+        // next daemon's socket, then the old task is told to stop.
+        let stale = UnixListener::bind(dir.path().join("other.sock")).unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(stale, path.clone(), tx.clone(), cancel.clone()));
+        tokio::task::yield_now().await;
+        std::fs::remove_file(&path).unwrap();
+        let next = bind(&path).await.unwrap();
+        cancel.cancel();
+        task.await.unwrap();
+        assert!(path.exists(), "the next daemon's socket is still there");
+        // Its own socket is removed on the way out.
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(next, path.clone(), tx, cancel.clone()));
+        tokio::task::yield_now().await;
+        cancel.cancel();
+        task.await.unwrap();
+        assert!(!path.exists());
     }
 
     #[tokio::test]
